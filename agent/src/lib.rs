@@ -1,0 +1,4 @@
+//! skiff-agent: the per-node daemon. The heart is `proxy` (Services + EndpointSlices -> desired dataplane state ->
+//! ordered map writes) and `bpf` (loading, attaching and writing Skiff's eBPF programs and maps).
+pub mod bpf;
+pub mod proxy;

@@ -1,0 +1,24 @@
+//! `cargo xtask`: provisioning, the test command, the lab and the benchmarks.
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Skiff's developer tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what this machine lacks (apt packages, nightly + rust-src, bpf-linker, bpffs).
+    Setup,
+    /// Run setup, then every test suite.
+    Test,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Setup | Command::Test => anyhow::bail!("not implemented yet"),
+    }
+}
