@@ -50,6 +50,8 @@ pub mod programs {
     pub const TC_TO_POD: &str = "skiff_tc_to_pod";
     /// XDP on the node uplink: NodePort, LoadBalancer and ExternalIP traffic from outside, and its replies.
     pub const XDP_UPLINK: &str = "skiff_xdp_uplink";
+    /// TC egress on the node uplink: reverse NAT of replies from local backends to flows XDP DNATed.
+    pub const TC_UPLINK_EGRESS: &str = "skiff_tc_uplink_egress";
     /// XDP_PASS-only program for the peer of a veth that receives XDP_TX/REDIRECT frames (see EBPF-NOTES).
     pub const XDP_PASS: &str = "skiff_xdp_pass";
 }
