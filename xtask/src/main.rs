@@ -2,6 +2,8 @@
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+mod bench;
+
 #[derive(Parser)]
 #[command(about = "Skiff's developer tasks")]
 struct Cli {
@@ -15,10 +17,13 @@ enum Command {
     Setup,
     /// Run setup, then every test suite.
     Test,
+    /// Benchmark Skiff against kube-proxy's iptables and nftables rule sets.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Command::Setup | Command::Test => anyhow::bail!("not implemented yet"),
+        Command::Bench(args) => bench::run(args),
     }
 }
