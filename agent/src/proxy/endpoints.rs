@@ -1,0 +1,135 @@
+//! EndpointSlices -> the ready and terminating backends of one Service port (KEP-1669 conditions, named ports).
+use std::{collections::BTreeMap, net::Ipv4Addr};
+
+use k8s_openapi::api::{
+    core::v1::{Service, ServicePort},
+    discovery::v1::{Endpoint, EndpointSlice},
+};
+
+use super::state::{BackendSpec, Protocol};
+
+/// Label that ties an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// The backends of one Service port, before traffic-policy filtering.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PortEndpoints {
+    /// Ready endpoints, sorted.
+    pub ready: Vec<BackendSpec>,
+    /// Serving and terminating endpoints, sorted.
+    pub terminating: Vec<BackendSpec>,
+}
+
+/// What an endpoint's conditions allow (KEP-1669).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Readiness {
+    /// Not serving: excluded.
+    Excluded,
+    /// Serving and terminating: a fallback when nothing is ready.
+    Terminating,
+    /// Ready: used for new flows.
+    Ready,
+}
+
+fn readiness(ep: &Endpoint) -> Readiness {
+    let conditions = ep.conditions.as_ref();
+    // Unset `ready` means ready; unset `serving` means the same as `ready`.
+    let ready = conditions.and_then(|c| c.ready).unwrap_or(true);
+    let serving = conditions.and_then(|c| c.serving).unwrap_or(ready);
+    let terminating = conditions.and_then(|c| c.terminating).unwrap_or(false);
+    if ready {
+        Readiness::Ready
+    } else if serving && terminating {
+        Readiness::Terminating
+    } else {
+        Readiness::Excluded
+    }
+}
+
+/// The slices (IPv4 only) belonging to `svc`: same namespace and `kubernetes.io/service-name` label.
+pub fn slices_of<'a>(
+    svc: &'a Service,
+    slices: &'a [EndpointSlice],
+) -> impl Iterator<Item = &'a EndpointSlice> + 'a {
+    let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+    let name = svc.metadata.name.as_deref().unwrap_or("");
+    slices.iter().filter(move |s| {
+        s.address_type == "IPv4"
+            && s.metadata.namespace.as_deref().unwrap_or("default") == ns
+            && s.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                .map(String::as_str)
+                == Some(name)
+    })
+}
+
+/// Resolves the backends of Service port `port` from the Service's slices, merged and deduplicated by address
+/// (the best condition wins: a ready copy beats a terminating one; local if any copy is on `node_name`).
+pub fn port_endpoints<'a>(
+    port: &ServicePort,
+    slices: impl Iterator<Item = &'a EndpointSlice>,
+    node_name: &str,
+) -> PortEndpoints {
+    let Some(protocol) = Protocol::from_k8s(port.protocol.as_deref()) else {
+        return PortEndpoints::default();
+    };
+    let port_name = port.name.as_deref().unwrap_or("");
+    // address -> (readiness, port, local)
+    let mut by_addr: BTreeMap<Ipv4Addr, (Readiness, u16, bool)> = BTreeMap::new();
+    for slice in slices {
+        let Some(number) = slice_port(slice, port_name, protocol) else {
+            continue;
+        };
+        for ep in &slice.endpoints {
+            // Consumers use the first address only (EndpointSlice API).
+            let Some(addr) = ep.addresses.first().and_then(|a| a.parse::<Ipv4Addr>().ok()) else {
+                continue;
+            };
+            let state = readiness(ep);
+            if state == Readiness::Excluded {
+                continue;
+            }
+            let local = ep.node_name.as_deref() == Some(node_name) && !node_name.is_empty();
+            by_addr
+                .entry(addr)
+                .and_modify(|cur| {
+                    if (state, std::cmp::Reverse(number)) > (cur.0, std::cmp::Reverse(cur.1)) {
+                        *cur = (state, number, cur.2 || local);
+                    } else {
+                        cur.2 |= local;
+                    }
+                })
+                .or_insert((state, number, local));
+        }
+    }
+    let mut out = PortEndpoints::default();
+    for (addr, (state, port, local)) in by_addr {
+        let spec = BackendSpec {
+            addr,
+            port,
+            protocol,
+            local,
+        };
+        match state {
+            Readiness::Ready => out.ready.push(spec),
+            Readiness::Terminating => out.terminating.push(spec),
+            Readiness::Excluded => {}
+        }
+    }
+    out
+}
+
+/// The port number a slice gives for the Service port named `name` with `protocol` ("" matches an unnamed port).
+fn slice_port(slice: &EndpointSlice, name: &str, protocol: Protocol) -> Option<u16> {
+    slice.ports.as_ref()?.iter().find_map(|p| {
+        let same_name = p.name.as_deref().unwrap_or("") == name;
+        let same_proto = Protocol::from_k8s(p.protocol.as_deref()) == Some(protocol);
+        if same_name && same_proto {
+            p.port.and_then(|n| u16::try_from(n).ok()).filter(|n| *n != 0)
+        } else {
+            None
+        }
+    })
+}
