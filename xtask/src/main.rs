@@ -3,6 +3,10 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod cmd;
+mod progress;
+mod setup;
+mod test;
 
 #[derive(Parser)]
 #[command(about = "Skiff's developer tasks")]
@@ -16,14 +20,21 @@ enum Command {
     /// Install what this machine lacks (apt packages, nightly + rust-src, bpf-linker, bpffs).
     Setup,
     /// Run setup, then every test suite.
-    Test,
+    Test(test::TestArgs),
     /// Benchmark Skiff against kube-proxy's iptables and nftables rule sets.
     Bench(bench::BenchArgs),
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
-        Command::Setup | Command::Test => anyhow::bail!("not implemented yet"),
+        Command::Setup => setup::run(),
+        Command::Test(args) => {
+            if !test::run(args)? {
+                // The summary's closing line stays the last line of output.
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Bench(args) => bench::run(args),
     }
 }
