@@ -1,6 +1,12 @@
 //! `cargo xtask bench`: Skiff against kube-proxy's iptables and nftables rule sets, in netns testbeds.
 use anyhow::Result;
 
+mod hash;
+mod iptables;
+mod model;
+mod nftables;
+mod stats;
+
 /// Options of `cargo xtask bench`.
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
