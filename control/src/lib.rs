@@ -1,0 +1,3 @@
+//! skiff-control: a Kubernetes-compatible apiserver over a revisioned store.
+
+pub mod store;
