@@ -2,13 +2,18 @@
 #![no_std]
 #![no_main]
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-
-/// Passes every frame. Attached to the peer of a veth that receives XDP_TX/REDIRECT frames (see EBPF-NOTES).
-#[xdp]
-pub fn skiff_xdp_pass(_ctx: XdpContext) -> u32 {
-    xdp_action::XDP_PASS
-}
+mod conntrack;
+mod csum;
+mod lb;
+mod maps;
+mod nat;
+mod packet;
+mod parse;
+mod reject;
+mod sock;
+mod stats;
+mod tc;
+mod xdp;
 
 #[cfg(not(test))]
 #[panic_handler]
