@@ -1,8 +1,17 @@
 //! The proxy: Services + EndpointSlices -> desired dataplane state (pure) -> diff -> ordered map writes.
 pub mod desired;
 pub mod endpoints;
+pub mod ids;
 pub mod maglev;
 pub mod model;
+pub mod planner;
 pub mod state;
+pub mod tables;
 
 pub use desired::{DataplaneState, NodeInfo, desired};
+pub use planner::Planner;
+
+#[cfg(test)]
+mod planner_tests;
+#[cfg(test)]
+mod testkit;

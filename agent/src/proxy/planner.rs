@@ -1,0 +1,659 @@
+//! The planner: diffs the desired state against its view of the maps and emits ordered, datapath-safe map writes.
+//!
+//! Order within a plan: backends and rev-NAT entries first; then, service by service, slot writes, the service
+//! entry, and deletion of slots the entry no longer covers (or of a whole table it swapped away from); then removed
+//! services (entry before slots); then unreferenced rev-NAT entries and backends (UDP conntrack purged first).
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use skiff_common::{
+    Backend, MAGLEV_TABLE_SIZE, PROTO_UDP, RevNat, ServiceKey, ServiceValue, SlotKey, backend_flags, sizes,
+    svc_flags,
+};
+use tracing::warn;
+
+use super::{
+    ids::IdPool,
+    maglev,
+    model::{MapContents, MapOp},
+    state::{BackendSpec, DataplaneState, Frontend, addr_be, port_be},
+    tables::edit_region,
+};
+
+/// (addr_be, port_be, proto): what makes a backend or a rev-NAT frontend the same across plans.
+type Ident = (u32, u16, u8);
+
+fn backend_ident(b: &BackendSpec) -> Ident {
+    (addr_be(b.addr), port_be(b.port), b.protocol.number())
+}
+
+/// Owns the id allocators and a view of the service-defining maps; turns desired states into map operations.
+#[derive(Clone, Debug)]
+pub struct Planner {
+    view: MapContents,
+    backend_ids: HashMap<Ident, u32>,
+    backend_of: HashMap<u32, Ident>,
+    backend_pool: IdPool,
+    /// How many slots reference each backend id.
+    slot_refs: HashMap<u32, u32>,
+    rev_nat_ids: HashMap<Ident, u32>,
+    rev_nat_of: HashMap<u32, Ident>,
+    rev_nat_pool: IdPool,
+    /// The table each service entry owns, and the reverse.
+    tables: HashMap<ServiceKey, u32>,
+    table_owner: HashMap<u32, ServiceKey>,
+    table_pool: IdPool,
+    /// For Maglev tables: the backend ids (in population order) the table was computed from.
+    maglev_members: HashMap<u32, Vec<u32>>,
+    origins: HashMap<ServiceKey, String>,
+    /// Set by `restore`: the next plan also removes slots and tables nothing references.
+    gc_pending: bool,
+    /// Table ids found in the pinned maps (freed by that collection if nothing owns them).
+    restored_tables: Vec<u32>,
+}
+
+/// A frontend with its ids resolved.
+struct Entry<'a> {
+    key: ServiceKey,
+    frontend: &'a Frontend,
+    rev_nat_id: u32,
+    ready: Vec<u32>,
+    terminating: Vec<u32>,
+}
+
+impl Default for Planner {
+    fn default() -> Self {
+        Planner::restore(MapContents::default())
+    }
+}
+
+impl Planner {
+    /// Rebuilds the allocators from what is pinned, so that planning the same desired state again emits nothing
+    /// and established flows keep their backend, rev-NAT and table ids.
+    pub fn restore(current: MapContents) -> Planner {
+        let mut p = Planner {
+            view: MapContents::default(),
+            backend_ids: HashMap::new(),
+            backend_of: HashMap::new(),
+            backend_pool: IdPool::new(sizes::BACKENDS),
+            slot_refs: HashMap::new(),
+            rev_nat_ids: HashMap::new(),
+            rev_nat_of: HashMap::new(),
+            rev_nat_pool: IdPool::new(u32::from(u16::MAX).min(sizes::REV_NAT)),
+            tables: HashMap::new(),
+            table_owner: HashMap::new(),
+            table_pool: IdPool::new(sizes::SERVICES * 4),
+            maglev_members: HashMap::new(),
+            origins: HashMap::new(),
+            gc_pending: !current.services.is_empty() || !current.slots.is_empty(),
+            restored_tables: Vec::new(),
+        };
+        for (&id, b) in &current.backends {
+            p.backend_pool.mark_used(id);
+            let ident = (b.addr_be, b.port_be, b.proto);
+            if let std::collections::hash_map::Entry::Vacant(slot) = p.backend_ids.entry(ident) {
+                slot.insert(id);
+                p.backend_of.insert(id, ident);
+            }
+        }
+        for &backend in current.slots.values() {
+            *p.slot_refs.entry(backend).or_default() += 1;
+        }
+        for &id in current.rev_nat.keys() {
+            p.rev_nat_pool.mark_used(id);
+        }
+        for key in current.slots.keys() {
+            p.table_pool.mark_used(key.table_id);
+        }
+        for (key, v) in &current.services {
+            let ident = (key.addr_be, key.port_be, key.proto);
+            let rev = u32::from(v.rev_nat_id);
+            p.rev_nat_pool.mark_used(rev);
+            if rev != 0 && !p.rev_nat_ids.contains_key(&ident) && !p.rev_nat_of.contains_key(&rev) {
+                p.rev_nat_ids.insert(ident, rev);
+                p.rev_nat_of.insert(rev, ident);
+            }
+            p.table_pool.mark_used(v.table_id);
+            if v.table_id != 0 && !p.table_owner.contains_key(&v.table_id) {
+                p.tables.insert(*key, v.table_id);
+                p.table_owner.insert(v.table_id, *key);
+            }
+        }
+        let mut restored: Vec<u32> = current.slots.keys().map(|k| k.table_id).collect();
+        restored.extend(current.services.values().map(|v| v.table_id));
+        restored.sort_unstable();
+        restored.dedup();
+        p.restored_tables = restored;
+        p.view = current;
+        // Maglev tables are reused only if they are exactly what their members give (else the next plan rewrites).
+        let maglev_tables: Vec<(u32, ServiceValue)> = p
+            .tables
+            .iter()
+            .filter_map(|(k, &t)| p.view.services.get(k).map(|v| (t, *v)))
+            .filter(|(_, v)| v.flags & svc_flags::MAGLEV != 0)
+            .collect();
+        for (table, v) in maglev_tables {
+            if let Some(members) = p.restored_maglev_members(table, &v) {
+                p.maglev_members.insert(table, members);
+            }
+        }
+        p
+    }
+
+    /// The member list that reproduces pinned Maglev table `table` exactly, if there is one.
+    fn restored_maglev_members(&self, table: u32, v: &ServiceValue) -> Option<Vec<u32>> {
+        let expected = if v.ready_count == 0 { 0 } else { MAGLEV_TABLE_SIZE };
+        if v.ready_count != expected || v.terminating_count != 0 {
+            return None;
+        }
+        let slots = self.read_slots(table, 0, v.ready_count)?;
+        let mut members: Vec<u32> = slots
+            .iter()
+            .copied()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let mut keyed = Vec::with_capacity(members.len());
+        for id in &members {
+            let b = self.view.backends.get(id)?;
+            keyed.push(((u32::from_be(b.addr_be), u16::from_be(b.port_be)), *id));
+        }
+        keyed.sort();
+        members = keyed.iter().map(|(_, id)| *id).collect();
+        (self.maglev_slots(&members) == slots).then_some(members)
+    }
+
+    /// The planner's view of the maps (what they hold once every emitted op is applied).
+    pub fn contents(&self) -> &MapContents {
+        &self.view
+    }
+
+    /// "namespace/name:port" of the Service port a service entry was planned for (known after the first plan).
+    pub fn describe_service(&self, key: &ServiceKey) -> Option<String> {
+        self.origins.get(key).cloned()
+    }
+
+    /// Emits the ops that turn the maps into `desired`, in an order the datapath can run between at any point,
+    /// and updates the view. Unchanged frontends cost no ops.
+    pub fn plan(&mut self, desired: &DataplaneState) -> Vec<MapOp> {
+        let mut ops = Vec::new();
+        let wanted_backends = self.put_backends(desired, &mut ops);
+        let mut wanted_rev_nat = HashSet::new();
+        let mut entries = Vec::with_capacity(desired.frontends.len());
+        for fe in &desired.frontends {
+            match self.resolve(fe, &mut wanted_rev_nat, &mut ops) {
+                Some(e) => entries.push(e),
+                None => {
+                    warn!(service = %fe.origin, addr = %fe.addr, port = fe.port, "id space exhausted; frontend not programmed")
+                }
+            }
+        }
+        let live: HashSet<ServiceKey> = entries.iter().map(|e| e.key).collect();
+        for e in &entries {
+            self.plan_service(e, &mut ops);
+            self.origins.insert(e.key, e.frontend.origin.to_string());
+        }
+        let removed: Vec<ServiceKey> = self
+            .view
+            .services
+            .keys()
+            .filter(|k| !live.contains(k))
+            .copied()
+            .collect();
+        for key in removed {
+            self.emit(MapOp::DeleteService(key), &mut ops);
+            if let Some(table) = self.tables.remove(&key) {
+                self.drop_table(table, &mut ops);
+            }
+            self.origins.remove(&key);
+        }
+        if self.gc_pending {
+            self.collect_orphan_slots(&mut ops);
+            self.gc_pending = false;
+        }
+        self.delete_unused_rev_nat(&wanted_rev_nat, &mut ops);
+        self.delete_unused_backends(&wanted_backends, &mut ops);
+        ops
+    }
+
+    /// Puts every desired backend whose map value differs; returns the ids of all desired backends.
+    fn put_backends(&mut self, desired: &DataplaneState, ops: &mut Vec<MapOp>) -> HashSet<u32> {
+        // One value per backend: local if any frontend lists it as local.
+        let mut values: BTreeMap<Ident, u8> = BTreeMap::new();
+        for fe in &desired.frontends {
+            for b in fe.ready.iter().chain(&fe.terminating) {
+                let flags = values.entry(backend_ident(b)).or_default();
+                if b.local {
+                    *flags |= backend_flags::LOCAL;
+                }
+            }
+        }
+        let mut wanted = HashSet::with_capacity(values.len());
+        for (ident, flags) in values {
+            let id = match self.backend_ids.get(&ident) {
+                Some(&id) => id,
+                None => {
+                    let Some(id) = self.backend_pool.alloc() else {
+                        warn!(backends = self.backend_ids.len(), "backend id space exhausted");
+                        continue;
+                    };
+                    self.backend_ids.insert(ident, id);
+                    self.backend_of.insert(id, ident);
+                    id
+                }
+            };
+            wanted.insert(id);
+            let value = Backend {
+                addr_be: ident.0,
+                port_be: ident.1,
+                proto: ident.2,
+                flags,
+            };
+            if self.view.backends.get(&id) != Some(&value) {
+                self.emit(MapOp::PutBackend(id, value), ops);
+            }
+        }
+        wanted
+    }
+
+    /// Resolves a frontend's rev-NAT id (putting the entry if needed) and backend ids.
+    fn resolve<'a>(
+        &mut self,
+        fe: &'a Frontend,
+        wanted_rev_nat: &mut HashSet<u32>,
+        ops: &mut Vec<MapOp>,
+    ) -> Option<Entry<'a>> {
+        let key = fe.key();
+        let ident = (key.addr_be, key.port_be, key.proto);
+        let rev_nat_id = match self.rev_nat_ids.get(&ident) {
+            Some(&id) => id,
+            None => {
+                let id = self.rev_nat_pool.alloc()?;
+                self.rev_nat_ids.insert(ident, id);
+                self.rev_nat_of.insert(id, ident);
+                id
+            }
+        };
+        wanted_rev_nat.insert(rev_nat_id);
+        let value = RevNat {
+            addr_be: key.addr_be,
+            port_be: key.port_be,
+            _pad: 0,
+        };
+        if self.view.rev_nat.get(&rev_nat_id) != Some(&value) {
+            self.emit(MapOp::PutRevNat(rev_nat_id, value), ops);
+        }
+        let ids = |list: &[BackendSpec]| -> Option<Vec<u32>> {
+            list.iter()
+                .map(|b| self.backend_ids.get(&backend_ident(b)).copied())
+                .collect()
+        };
+        Some(Entry {
+            key,
+            frontend: fe,
+            rev_nat_id,
+            ready: ids(&fe.ready)?,
+            terminating: ids(&fe.terminating)?,
+        })
+    }
+
+    fn plan_service(&mut self, e: &Entry<'_>, ops: &mut Vec<MapOp>) {
+        let fe = e.frontend;
+        let value = ServiceValue {
+            ready_count: 0,
+            terminating_count: 0,
+            table_id: 0,
+            affinity_timeout_s: fe.affinity_timeout_s,
+            rev_nat_id: e.rev_nat_id as u16,
+            flags: fe.flags,
+        };
+        let current = self.view.services.get(&e.key).copied();
+        let owned = self.tables.get(&e.key).copied();
+        // The table this entry uses now, if it owns it and it has the same kind.
+        let reusable = match (current, owned) {
+            (Some(c), Some(t))
+                if c.table_id == t && (c.flags & svc_flags::MAGLEV) == (fe.flags & svc_flags::MAGLEV) =>
+            {
+                Some((t, c))
+            }
+            _ => None,
+        };
+        if fe.is_maglev() {
+            let members = if e.ready.is_empty() {
+                e.terminating.clone()
+            } else {
+                e.ready.clone()
+            };
+            let count = if members.is_empty() { 0 } else { MAGLEV_TABLE_SIZE };
+            if let Some((t, c)) = reusable
+                && self.maglev_members.get(&t) == Some(&members)
+                && c.ready_count == count
+                && c.terminating_count == 0
+            {
+                self.put_service(
+                    e.key,
+                    ServiceValue {
+                        ready_count: count,
+                        table_id: t,
+                        ..value
+                    },
+                    ops,
+                );
+                return;
+            }
+            let slots = self.maglev_slots(&members);
+            let v = ServiceValue {
+                ready_count: count,
+                ..value
+            };
+            self.swap_table(e.key, &slots, v, Some(members), ops);
+            return;
+        }
+        if let Some((t, c)) = reusable
+            && self.edit_in_place(e, t, c, value, ops)
+        {
+            return;
+        }
+        let slots: Vec<u32> = e.ready.iter().chain(&e.terminating).copied().collect();
+        let v = ServiceValue {
+            ready_count: e.ready.len() as u32,
+            terminating_count: e.terminating.len() as u32,
+            ..value
+        };
+        self.swap_table(e.key, &slots, v, None, ops);
+    }
+
+    /// Updates a random table in place when only one region changes and nothing follows it; false if it cannot.
+    fn edit_in_place(
+        &mut self,
+        e: &Entry<'_>,
+        table: u32,
+        current: ServiceValue,
+        value: ServiceValue,
+        ops: &mut Vec<MapOp>,
+    ) -> bool {
+        let (Some(ready), Some(terminating)) = (
+            self.read_slots(table, 0, current.ready_count),
+            self.read_slots(table, current.ready_count, current.terminating_count),
+        ) else {
+            return false;
+        };
+        let ready_same = same_members(&ready, &e.ready);
+        let (base, region, target) = if ready_same {
+            (current.ready_count, terminating, &e.terminating)
+        } else if terminating.is_empty() && e.terminating.is_empty() {
+            (0, ready, &e.ready)
+        } else {
+            return false;
+        };
+        let edit = edit_region(&region, target);
+        for &(pos, id) in &edit.writes {
+            self.emit(
+                MapOp::PutSlot(
+                    SlotKey {
+                        table_id: table,
+                        slot: base + pos,
+                    },
+                    id,
+                ),
+                ops,
+            );
+        }
+        let (ready_count, terminating_count) = if ready_same {
+            (current.ready_count, edit.new_len)
+        } else {
+            (edit.new_len, 0)
+        };
+        self.put_service(
+            e.key,
+            ServiceValue {
+                ready_count,
+                terminating_count,
+                table_id: table,
+                ..value
+            },
+            ops,
+        );
+        for &pos in &edit.deletes {
+            self.emit(
+                MapOp::DeleteSlot(SlotKey {
+                    table_id: table,
+                    slot: base + pos,
+                }),
+                ops,
+            );
+        }
+        true
+    }
+
+    /// Writes `slots` under a fresh table id, points the entry at it with one update, then deletes the old table.
+    fn swap_table(
+        &mut self,
+        key: ServiceKey,
+        slots: &[u32],
+        value: ServiceValue,
+        maglev_members: Option<Vec<u32>>,
+        ops: &mut Vec<MapOp>,
+    ) {
+        let Some(table) = self.table_pool.alloc() else {
+            warn!(?key, "table id space exhausted; service entry left as it is");
+            return;
+        };
+        for (slot, &id) in slots.iter().enumerate() {
+            self.emit(
+                MapOp::PutSlot(
+                    SlotKey {
+                        table_id: table,
+                        slot: slot as u32,
+                    },
+                    id,
+                ),
+                ops,
+            );
+        }
+        self.put_service(
+            key,
+            ServiceValue {
+                table_id: table,
+                ..value
+            },
+            ops,
+        );
+        if let Some(old) = self.tables.insert(key, table) {
+            self.drop_table(old, ops);
+        }
+        self.table_owner.insert(table, key);
+        if let Some(members) = maglev_members {
+            self.maglev_members.insert(table, members);
+        }
+    }
+
+    /// Deletes every slot of a table no service entry points at any more, and frees its id.
+    fn drop_table(&mut self, table: u32, ops: &mut Vec<MapOp>) {
+        let keys: Vec<SlotKey> = self
+            .view
+            .slots
+            .range(
+                SlotKey {
+                    table_id: table,
+                    slot: 0,
+                }..=SlotKey {
+                    table_id: table,
+                    slot: u32::MAX,
+                },
+            )
+            .map(|(k, _)| *k)
+            .collect();
+        for k in keys {
+            self.emit(MapOp::DeleteSlot(k), ops);
+        }
+        self.table_owner.remove(&table);
+        self.maglev_members.remove(&table);
+        self.table_pool.release(table);
+    }
+
+    fn put_service(&mut self, key: ServiceKey, value: ServiceValue, ops: &mut Vec<MapOp>) {
+        if self.view.services.get(&key) != Some(&value) {
+            self.emit(MapOp::PutService(key, value), ops);
+        }
+    }
+
+    /// After a restore: deletes slots of tables no entry owns and slots past their entry's counts.
+    fn collect_orphan_slots(&mut self, ops: &mut Vec<MapOp>) {
+        let mut stale = Vec::new();
+        for k in self.view.slots.keys() {
+            let live = self
+                .table_owner
+                .get(&k.table_id)
+                .and_then(|owner| self.view.services.get(owner));
+            match live {
+                Some(v)
+                    if v.table_id == k.table_id
+                        && k.slot < v.ready_count.saturating_add(v.terminating_count) => {}
+                Some(_) => stale.push(*k),
+                None => stale.push(*k),
+            }
+        }
+        for k in stale {
+            self.emit(MapOp::DeleteSlot(k), ops);
+        }
+        // Tables that only orphan slots or a since-corrected service entry referenced.
+        let referenced: HashSet<u32> = self.view.services.values().map(|v| v.table_id).collect();
+        for t in std::mem::take(&mut self.restored_tables) {
+            if self.table_pool.is_used(t) && !self.table_owner.contains_key(&t) && !referenced.contains(&t) {
+                self.table_pool.release(t);
+            }
+        }
+    }
+
+    fn delete_unused_rev_nat(&mut self, wanted: &HashSet<u32>, ops: &mut Vec<MapOp>) {
+        let mut unused: Vec<u32> = self
+            .view
+            .rev_nat
+            .keys()
+            .filter(|id| !wanted.contains(id))
+            .copied()
+            .collect();
+        unused.extend(
+            self.rev_nat_of
+                .keys()
+                .filter(|id| !wanted.contains(id) && !self.view.rev_nat.contains_key(id)),
+        );
+        unused.sort_unstable();
+        unused.dedup();
+        for id in unused {
+            if self.view.rev_nat.contains_key(&id) {
+                self.emit(MapOp::DeleteRevNat(id), ops);
+            }
+            if let Some(ident) = self.rev_nat_of.remove(&id) {
+                self.rev_nat_ids.remove(&ident);
+            }
+            self.rev_nat_pool.release(id);
+        }
+    }
+
+    fn delete_unused_backends(&mut self, wanted: &HashSet<u32>, ops: &mut Vec<MapOp>) {
+        let mut unused: Vec<u32> = self
+            .view
+            .backends
+            .keys()
+            .filter(|id| !wanted.contains(id))
+            .copied()
+            .collect();
+        unused.extend(
+            self.backend_of
+                .keys()
+                .filter(|id| !wanted.contains(id) && !self.view.backends.contains_key(id)),
+        );
+        unused.sort_unstable();
+        unused.dedup();
+        for id in unused {
+            if self.slot_refs.get(&id).copied().unwrap_or(0) > 0 {
+                // Still in a slot (cannot happen after a complete plan; kept for safety).
+                continue;
+            }
+            if let Some(b) = self.view.backends.get(&id).copied() {
+                if b.proto == PROTO_UDP {
+                    self.emit(MapOp::PurgeUdpConntrack(id), ops);
+                }
+                self.emit(MapOp::DeleteBackend(id), ops);
+            }
+            if let Some(ident) = self.backend_of.remove(&id) {
+                self.backend_ids.remove(&ident);
+            }
+            self.backend_pool.release(id);
+        }
+    }
+
+    /// The Maglev table over `members` (backend ids in population order), as backend ids.
+    fn maglev_slots(&self, members: &[u32]) -> Vec<u32> {
+        let names: Vec<String> = members
+            .iter()
+            .map(|id| match self.backend_of.get(id) {
+                Some(&(addr, port, _)) => {
+                    format!("{}:{}", super::state::addr_from_be(addr), u16::from_be(port))
+                }
+                None => format!("#{id}"),
+            })
+            .collect();
+        maglev::populate(&names, MAGLEV_TABLE_SIZE)
+            .into_iter()
+            .map(|i| members[i as usize])
+            .collect()
+    }
+
+    /// Backend ids in slots `[start, start + len)` of `table`; `None` if one is missing.
+    fn read_slots(&self, table: u32, start: u32, len: u32) -> Option<Vec<u32>> {
+        (start..start.checked_add(len)?)
+            .map(|slot| {
+                self.view
+                    .slots
+                    .get(&SlotKey {
+                        table_id: table,
+                        slot,
+                    })
+                    .copied()
+            })
+            .collect()
+    }
+
+    /// Applies one op to the view (keeping slot reference counts) and appends it to the plan.
+    fn emit(&mut self, op: MapOp, ops: &mut Vec<MapOp>) {
+        match op {
+            MapOp::PutSlot(k, id) => {
+                if let Some(old) = self.view.slots.get(&k).copied() {
+                    self.unref(old);
+                }
+                *self.slot_refs.entry(id).or_default() += 1;
+            }
+            MapOp::DeleteSlot(k) => {
+                if let Some(old) = self.view.slots.get(&k).copied() {
+                    self.unref(old);
+                }
+            }
+            _ => {}
+        }
+        self.view.apply(std::slice::from_ref(&op));
+        ops.push(op);
+    }
+
+    fn unref(&mut self, id: u32) {
+        if let Some(n) = self.slot_refs.get_mut(&id) {
+            *n -= 1;
+            if *n == 0 {
+                self.slot_refs.remove(&id);
+            }
+        }
+    }
+}
+
+/// Whether `slots` holds exactly the ids of `wanted`, each once.
+fn same_members(slots: &[u32], wanted: &[u32]) -> bool {
+    if slots.len() != wanted.len() {
+        return false;
+    }
+    let mut a = slots.to_vec();
+    let mut b = wanted.to_vec();
+    a.sort_unstable();
+    b.sort_unstable();
+    a == b && a.windows(2).all(|w| w[0] != w[1])
+}
