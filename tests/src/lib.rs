@@ -1,1 +1,3 @@
 //! Shared helpers for Skiff's end-to-end suites.
+pub mod cluster;
+pub mod netns;
