@@ -17,7 +17,8 @@ use crate::{
 /// Options of `cargo xtask test`.
 #[derive(clap::Args, Debug)]
 pub struct TestArgs {
-    /// Run only this suite: a file name (without .rs) in tests/tests/, or `unit` for every crate's own tests.
+    /// Run only this suite: a file name (without .rs) in tests/tests/, `unit` for every crate's own tests, or
+    /// `harness` for the suites' helper library.
     #[arg(long, value_name = "NAME")]
     pub suite: Option<String>,
 }
@@ -25,6 +26,7 @@ pub struct TestArgs {
 /// Suites known to be fast, run first and in this order; other suites follow alphabetically, `*_e2e` suites last.
 const FAST_FIRST: &[&str] = &["bpf_load", "bpf_fixtures", "agent_io"];
 const UNIT: &str = "unit";
+const HARNESS: &str = "harness";
 const BUILD_LIMIT: Duration = Duration::from_secs(30 * 60);
 const UNIT_LIMIT: Duration = Duration::from_secs(20 * 60);
 const SUITE_LIMIT: Duration = Duration::from_secs(15 * 60);
@@ -139,15 +141,23 @@ pub fn plan(suites: &[String], only: Option<&str>) -> Result<Vec<Job>> {
         ]),
         limit: UNIT_LIMIT,
     };
+    // The suites' own harness (crate `tests`, library part): manifest rendering, helpers.
+    let harness = Job {
+        name: HARNESS.into(),
+        cargo_args: args(&["test", "-p", "tests", "--lib"]),
+        limit: UNIT_LIMIT,
+    };
     match only {
         None => {
             jobs.push(unit);
+            jobs.push(harness);
             jobs.extend(suites.iter().map(|s| suite_job(s)));
         }
         Some(UNIT) => jobs.push(unit),
+        Some(HARNESS) => jobs.push(harness),
         Some(name) if suites.iter().any(|s| s == name) => jobs.push(suite_job(name)),
         Some(name) => bail!(
-            "no suite named '{name}'; available: {UNIT}, {}",
+            "no suite named '{name}'; available: {UNIT}, {HARNESS}, {}",
             suites.join(", ")
         ),
     }
@@ -290,13 +300,13 @@ mod tests {
     fn full_plan_builds_then_unit_then_each_suite() {
         let jobs = plan(&names(&["bpf_load", "dataplane_e2e"]), None).unwrap();
         let order: Vec<_> = jobs.iter().map(|j| j.name.as_str()).collect();
-        assert_eq!(order, ["build", "unit", "bpf_load", "dataplane_e2e"]);
+        assert_eq!(order, ["build", "unit", "harness", "bpf_load", "dataplane_e2e"]);
         assert_eq!(
-            jobs[2].cargo_args,
+            jobs[3].cargo_args,
             names(&["test", "-p", "tests", "--test", "bpf_load"])
         );
         assert_eq!(
-            jobs[3].cargo_args,
+            jobs[4].cargo_args,
             names(&[
                 "test",
                 "-p",
