@@ -1,0 +1,187 @@
+//! The table of served resource kinds: names, scope, verbs and the typed (k8s-openapi) schema of each.
+
+use k8s_openapi::api::{apps, coordination, core, discovery, events};
+use serde_json::Value;
+
+/// Decodes a JSON object into the kind's k8s-openapi type and encodes it back (prunes unknown fields).
+pub type Normalize = fn(Value) -> Result<Value, serde_json::Error>;
+
+/// One served resource (a plural name inside a group-version).
+#[derive(Debug, Clone, Copy)]
+pub struct Kind {
+    /// API group; empty for the core group.
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub namespaced: bool,
+    pub short_names: &'static [&'static str],
+    pub categories: &'static [&'static str],
+    pub verbs: &'static [&'static str],
+    pub subresources: &'static [&'static str],
+    pub normalize: Normalize,
+}
+
+impl Kind {
+    /// `v1` for core, `group/version` otherwise.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_owned()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The store key prefix of all objects of this kind.
+    pub fn key_prefix(&self) -> String {
+        let group = if self.group.is_empty() { "core" } else { self.group };
+        format!("/{group}/{}/", self.plural)
+    }
+
+    /// The store key prefix for one namespace, or for everything when `namespace` is `None`.
+    pub fn list_prefix(&self, namespace: Option<&str>) -> String {
+        match namespace {
+            Some(ns) if self.namespaced => format!("{}{ns}/", self.key_prefix()),
+            _ => self.key_prefix(),
+        }
+    }
+
+    /// The store key of one object.
+    pub fn key(&self, namespace: Option<&str>, name: &str) -> String {
+        match namespace {
+            Some(ns) if self.namespaced => format!("{}{ns}/{name}", self.key_prefix()),
+            _ => format!("{}{name}", self.key_prefix()),
+        }
+    }
+}
+
+fn roundtrip<T: serde::de::DeserializeOwned + serde::Serialize>(
+    value: Value,
+) -> Result<Value, serde_json::Error> {
+    let typed: T = serde_json::from_value(value)?;
+    serde_json::to_value(typed)
+}
+
+const ALL_VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+const NS_VERBS: &[&str] = &["create", "delete", "get", "list", "patch", "update", "watch"];
+const ALL: &[&str] = &["all"];
+
+macro_rules! kind {
+    ($group:expr, $version:expr, $ty:ty, $kind:expr, $plural:expr, $singular:expr, $ns:expr,
+     short: $short:expr, cat: $cat:expr, verbs: $verbs:expr, sub: $sub:expr) => {
+        Kind {
+            group: $group,
+            version: $version,
+            kind: $kind,
+            plural: $plural,
+            singular: $singular,
+            namespaced: $ns,
+            short_names: $short,
+            categories: $cat,
+            verbs: $verbs,
+            subresources: $sub,
+            normalize: roundtrip::<$ty>,
+        }
+    };
+}
+
+/// Every kind this apiserver serves.
+pub static KINDS: &[Kind] = &[
+    kind!("", "v1", core::v1::Namespace, "Namespace", "namespaces", "namespace", false,
+        short: &["ns"], cat: &[], verbs: NS_VERBS, sub: &["status", "finalize"]),
+    kind!("", "v1", core::v1::Node, "Node", "nodes", "node", false,
+        short: &["no"], cat: &[], verbs: ALL_VERBS, sub: &["status"]),
+    kind!("", "v1", core::v1::Pod, "Pod", "pods", "pod", true,
+        short: &["po"], cat: ALL, verbs: ALL_VERBS, sub: &["status", "log", "binding"]),
+    kind!("", "v1", core::v1::Service, "Service", "services", "service", true,
+        short: &["svc"], cat: ALL, verbs: ALL_VERBS, sub: &["status"]),
+    kind!("", "v1", core::v1::Endpoints, "Endpoints", "endpoints", "endpoints", true,
+        short: &["ep"], cat: &[], verbs: ALL_VERBS, sub: &[]),
+    kind!("", "v1", core::v1::ConfigMap, "ConfigMap", "configmaps", "configmap", true,
+        short: &["cm"], cat: &[], verbs: ALL_VERBS, sub: &[]),
+    kind!("", "v1", core::v1::Secret, "Secret", "secrets", "secret", true,
+        short: &[], cat: &[], verbs: ALL_VERBS, sub: &[]),
+    kind!("", "v1", core::v1::Event, "Event", "events", "event", true,
+        short: &["ev"], cat: &[], verbs: ALL_VERBS, sub: &[]),
+    kind!("", "v1", core::v1::ServiceAccount, "ServiceAccount", "serviceaccounts", "serviceaccount", true,
+        short: &["sa"], cat: &[], verbs: ALL_VERBS, sub: &[]),
+    kind!("apps", "v1", apps::v1::Deployment, "Deployment", "deployments", "deployment", true,
+        short: &["deploy"], cat: ALL, verbs: ALL_VERBS, sub: &["status", "scale"]),
+    kind!("apps", "v1", apps::v1::ReplicaSet, "ReplicaSet", "replicasets", "replicaset", true,
+        short: &["rs"], cat: ALL, verbs: ALL_VERBS, sub: &["status", "scale"]),
+    kind!("apps", "v1", apps::v1::DaemonSet, "DaemonSet", "daemonsets", "daemonset", true,
+        short: &["ds"], cat: ALL, verbs: ALL_VERBS, sub: &["status"]),
+    kind!("discovery.k8s.io", "v1", discovery::v1::EndpointSlice, "EndpointSlice", "endpointslices",
+        "endpointslice", true, short: &[], cat: &[], verbs: ALL_VERBS, sub: &[]),
+    kind!("coordination.k8s.io", "v1", coordination::v1::Lease, "Lease", "leases", "lease", true,
+        short: &[], cat: &[], verbs: ALL_VERBS, sub: &[]),
+    kind!("events.k8s.io", "v1", events::v1::Event, "Event", "events", "event", true,
+        short: &["ev"], cat: &[], verbs: ALL_VERBS, sub: &[]),
+];
+
+/// The served group-versions in discovery order (core first).
+pub fn group_versions() -> Vec<(&'static str, &'static str)> {
+    let mut out: Vec<(&str, &str)> = Vec::new();
+    for k in KINDS {
+        if !out.contains(&(k.group, k.version)) {
+            out.push((k.group, k.version));
+        }
+    }
+    out
+}
+
+/// Finds a kind by group, version and plural resource name.
+pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Kind> {
+    KINDS
+        .iter()
+        .find(|k| k.group == group && k.version == version && k.plural == plural)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_separate_namespaces_and_groups() {
+        let pods = find("", "v1", "pods").unwrap();
+        assert_eq!(pods.key(Some("default"), "p1"), "/core/pods/default/p1");
+        assert_eq!(pods.list_prefix(Some("default")), "/core/pods/default/");
+        assert_eq!(pods.list_prefix(None), "/core/pods/");
+        let nodes = find("", "v1", "nodes").unwrap();
+        assert_eq!(nodes.key(Some("ignored"), "n1"), "/core/nodes/n1");
+        assert_eq!(
+            find("apps", "v1", "deployments").unwrap().api_version(),
+            "apps/v1"
+        );
+        assert!(find("apps", "v1", "pods").is_none());
+    }
+
+    #[test]
+    fn normalize_prunes_unknown_fields_and_rejects_bad_types() {
+        let cm = find("", "v1", "configmaps").unwrap();
+        let out =
+            (cm.normalize)(serde_json::json!({"metadata": {"name": "a"}, "data": {"k": "v"}, "bogus": 1}))
+                .unwrap();
+        assert_eq!(out["data"]["k"], "v");
+        assert!(out.get("bogus").is_none());
+        assert!((cm.normalize)(serde_json::json!({"data": {"k": 5}})).is_err());
+    }
+
+    #[test]
+    fn group_versions_start_with_core() {
+        let gvs = group_versions();
+        assert_eq!(gvs[0], ("", "v1"));
+        assert!(gvs.contains(&("apps", "v1")));
+        assert_eq!(gvs.len(), 5);
+    }
+}
