@@ -2,7 +2,7 @@
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use k8s_openapi::api::{
-    core::v1::{Service, ServicePort},
+    core::v1::ServicePort,
     discovery::v1::{Endpoint, EndpointSlice},
 };
 
@@ -44,25 +44,6 @@ fn readiness(ep: &Endpoint) -> Readiness {
     } else {
         Readiness::Excluded
     }
-}
-
-/// The slices (IPv4 only) belonging to `svc`: same namespace and `kubernetes.io/service-name` label.
-pub fn slices_of<'a>(
-    svc: &'a Service,
-    slices: &'a [EndpointSlice],
-) -> impl Iterator<Item = &'a EndpointSlice> + 'a {
-    let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
-    let name = svc.metadata.name.as_deref().unwrap_or("");
-    slices.iter().filter(move |s| {
-        s.address_type == "IPv4"
-            && s.metadata.namespace.as_deref().unwrap_or("default") == ns
-            && s.metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL))
-                .map(String::as_str)
-                == Some(name)
-    })
 }
 
 /// Resolves the backends of Service port `port` from the Service's slices, merged and deduplicated by address

@@ -12,6 +12,8 @@ pub use desired::{DataplaneState, NodeInfo, desired};
 pub use planner::Planner;
 
 #[cfg(test)]
+mod desired_tests;
+#[cfg(test)]
 mod planner_tests;
 #[cfg(test)]
 mod testkit;
