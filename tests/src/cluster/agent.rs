@@ -101,6 +101,9 @@ impl Agent {
             cgroup,
             "--mode",
             mode.arg(),
+            // Off the default port, so a developer's own agent on this machine does not collide with the test's.
+            "--metrics-addr",
+            "127.0.0.1:19965",
         ]
         .map(str::to_owned)
         .to_vec();
