@@ -2,3 +2,5 @@
 //! ordered map writes) and `bpf` (loading, attaching and writing Skiff's eBPF programs and maps).
 pub mod bpf;
 pub mod proxy;
+pub mod metrics;
+pub mod cli;
