@@ -1,3 +1,5 @@
 //! Shared helpers for Skiff's end-to-end suites.
 pub mod cluster;
 pub mod netns;
+pub mod fixture;
+pub mod fixture_packet;

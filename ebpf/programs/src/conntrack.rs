@@ -27,7 +27,15 @@ pub fn key(flow: &Flow, kind: u8) -> CtKey {
 /// A key from explicit addresses.
 #[inline(always)]
 pub fn key_of(saddr: u32, daddr: u32, sport: u16, dport: u16, proto: u8, kind: u8) -> CtKey {
-    CtKey { saddr_be: saddr, daddr_be: daddr, sport_be: sport, dport_be: dport, proto, kind, _pad: 0 }
+    CtKey {
+        saddr_be: saddr,
+        daddr_be: daddr,
+        sport_be: sport,
+        dport_be: dport,
+        proto,
+        kind,
+        _pad: 0,
+    }
 }
 
 #[inline(always)]
@@ -38,7 +46,9 @@ pub fn lookup(key: &CtKey) -> Option<*mut CtValue> {
 /// Inserts or replaces an entry.
 #[inline(always)]
 pub fn insert(key: &CtKey, value: &CtValue, flags: u64) -> Result<(), DropReason> {
-    CONNTRACK.insert(key, value, flags).map_err(|_| DropReason::CtInsertFailed)
+    CONNTRACK
+        .insert(key, value, flags)
+        .map_err(|_| DropReason::CtInsertFailed)
 }
 
 #[inline(always)]

@@ -11,11 +11,7 @@ pub fn fold(mut sum: u32) -> u16 {
 /// New checksum after a 32-bit field changed from `old` to `new` (all three as raw memory words).
 #[inline(always)]
 pub fn replace4(check: u16, old: u32, new: u32) -> u16 {
-    let sum = (!check) as u32
-        + ((!old) >> 16)
-        + ((!old) & 0xffff)
-        + (new >> 16)
-        + (new & 0xffff);
+    let sum = (!check) as u32 + ((!old) >> 16) + ((!old) & 0xffff) + (new >> 16) + (new & 0xffff);
     !fold(sum)
 }
 
@@ -24,18 +20,4 @@ pub fn replace4(check: u16, old: u32, new: u32) -> u16 {
 pub fn replace2(check: u16, old: u16, new: u16) -> u16 {
     let sum = (!check) as u32 + (!old) as u32 + new as u32;
     !fold(sum)
-}
-
-/// One's-complement sum of big-endian 16-bit words of `buf[start..start + len]` (len even), added to `acc`.
-#[inline(always)]
-pub fn sum_be(buf: &[u8], start: usize, len: usize, mut acc: u32) -> u32 {
-    let mut i = 0;
-    while i + 1 < len {
-        let a = start + i;
-        if a + 1 < buf.len() {
-            acc += u16::from_be_bytes([buf[a], buf[a + 1]]) as u32;
-        }
-        i += 2;
-    }
-    acc
 }

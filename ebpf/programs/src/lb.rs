@@ -1,8 +1,8 @@
 //! Service lookup and backend selection: session affinity, Maglev, random over ready (else terminating) slots.
 use aya_ebpf::{bindings::BPF_ANY, helpers::bpf_get_prandom_u32};
 use skiff_common::{
-    AffinityKey, AffinityValue, Backend, DropReason, MAGLEV_TABLE_SIZE, ServiceKey, ServiceValue,
-    SlotKey, svc_flags,
+    AffinityKey, AffinityValue, Backend, DropReason, MAGLEV_TABLE_SIZE, ServiceKey, ServiceValue, SlotKey,
+    svc_flags,
 };
 
 use crate::{
@@ -21,7 +21,12 @@ pub struct Selected {
 
 #[inline(always)]
 pub fn service(addr: u32, port: u16, proto: u8, scope: u8) -> Option<ServiceValue> {
-    let key = ServiceKey { addr_be: addr, port_be: port, proto, scope };
+    let key = ServiceKey {
+        addr_be: addr,
+        port_be: port,
+        proto,
+        scope,
+    };
     // SAFETY: values are plain data; a concurrent update can at worst give a stale copy.
     unsafe { SERVICES.get(&key).copied() }
 }
@@ -30,6 +35,12 @@ pub fn service(addr: u32, port: u16, proto: u8, scope: u8) -> Option<ServiceValu
 pub fn backend(id: u32) -> Option<Backend> {
     // SAFETY: as above.
     unsafe { BACKENDS.get(&id).copied() }
+}
+
+/// `a % b`, 0 when `b` is 0 (no panic path for the verifier to reject).
+#[inline(always)]
+pub fn rem(a: u32, b: u32) -> u32 {
+    if b == 0 { 0 } else { a % b }
 }
 
 /// Mixes words into a well-distributed 32-bit hash (murmur3 finalizer per step).
@@ -73,24 +84,31 @@ pub fn select(svc: &ServiceValue, client: u32, hash: u32, now: u64) -> Result<Se
     if svc.ready_count == 0 && svc.terminating_count == 0 {
         return Err(DropReason::NoBackend);
     }
-    let aff_key = AffinityKey { client_addr_be: client, rev_nat_id: svc.rev_nat_id, _pad: 0 };
+    let aff_key = AffinityKey {
+        client_addr_be: client,
+        rev_nat_id: svc.rev_nat_id,
+        _pad: 0,
+    };
     if svc.affinity_timeout_s > 0 {
         if let Some(sel) = from_affinity(svc, &aff_key, now) {
             return Ok(sel);
         }
     }
     let slot = if svc.flags & svc_flags::MAGLEV != 0 {
-        hash % MAGLEV_TABLE_SIZE
+        rem(hash, MAGLEV_TABLE_SIZE)
     } else {
         // SAFETY: plain helper call.
         let r = unsafe { bpf_get_prandom_u32() };
         if svc.ready_count > 0 {
-            r % svc.ready_count
+            rem(r, svc.ready_count)
         } else {
-            svc.ready_count + r % svc.terminating_count
+            svc.ready_count + rem(r, svc.terminating_count)
         }
     };
-    let slot_key = SlotKey { table_id: svc.table_id, slot };
+    let slot_key = SlotKey {
+        table_id: svc.table_id,
+        slot,
+    };
     // SAFETY: plain data.
     let Some(id) = (unsafe { SLOTS.get(&slot_key) }).map(|s| s.backend_id) else {
         return Err(DropReason::SlotMissing);
@@ -99,7 +117,11 @@ pub fn select(svc: &ServiceValue, client: u32, hash: u32, now: u64) -> Result<Se
         return Err(DropReason::BackendMissing);
     };
     if svc.affinity_timeout_s > 0 {
-        let value = AffinityValue { last_used_ns: now, backend_id: id, _pad: 0 };
+        let value = AffinityValue {
+            last_used_ns: now,
+            backend_id: id,
+            _pad: 0,
+        };
         // An affinity we cannot record only costs stickiness for the next flow.
         let _ = AFFINITY.insert(&aff_key, &value, BPF_ANY as u64);
     }

@@ -4,8 +4,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use skiff_common::{
-    AffinityKey, AffinityValue, Backend, Config, Counters, CtKey, CtValue, DropReason, RevNat,
-    ServiceKey, ServiceValue, SlotKey, SlotValue, SockRevNatKey, SockRevNatValue, sizes,
+    AffinityKey, AffinityValue, Backend, Config, Counters, CtKey, CtValue, DropReason, RevNat, ServiceKey,
+    ServiceValue, SlotKey, SlotValue, SockRevNatKey, SockRevNatValue, sizes,
 };
 
 #[map(name = "SKIFF_SVC_V1")]
@@ -28,8 +28,7 @@ pub static SOCK_REV_NAT: LruHashMap<SockRevNatKey, SockRevNatValue> =
     LruHashMap::pinned(sizes::SOCK_REV_NAT, 0);
 
 #[map(name = "SKIFF_AFFINITY_V1")]
-pub static AFFINITY: LruHashMap<AffinityKey, AffinityValue> =
-    LruHashMap::pinned(sizes::AFFINITY, 0);
+pub static AFFINITY: LruHashMap<AffinityKey, AffinityValue> = LruHashMap::pinned(sizes::AFFINITY, 0);
 
 #[map(name = "SKIFF_CONFIG_V1")]
 pub static CONFIG: Array<Config> = Array::pinned(1, 0);

@@ -10,9 +10,11 @@ use crate::{
 /// Rewrites the destination to `addr:port`, keeping `flow` in sync with the packet.
 #[inline(always)]
 pub fn dnat<P: PacketMut>(pkt: &mut P, flow: &mut Flow, addr: u32, port: u16) -> Result<(), DropReason> {
-    pkt.set_addr(flow, End::Dst, flow.daddr, addr).map_err(|_| DropReason::Malformed)?;
+    pkt.set_addr(flow, End::Dst, flow.daddr, addr)
+        .map_err(|_| DropReason::Malformed)?;
     flow.daddr = addr;
-    pkt.set_port(flow, End::Dst, flow.dport, port).map_err(|_| DropReason::Malformed)?;
+    pkt.set_port(flow, End::Dst, flow.dport, port)
+        .map_err(|_| DropReason::Malformed)?;
     flow.dport = port;
     Ok(())
 }
@@ -20,9 +22,11 @@ pub fn dnat<P: PacketMut>(pkt: &mut P, flow: &mut Flow, addr: u32, port: u16) ->
 /// Rewrites the source to `addr:port`, keeping `flow` in sync with the packet.
 #[inline(always)]
 pub fn snat<P: PacketMut>(pkt: &mut P, flow: &mut Flow, addr: u32, port: u16) -> Result<(), DropReason> {
-    pkt.set_addr(flow, End::Src, flow.saddr, addr).map_err(|_| DropReason::Malformed)?;
+    pkt.set_addr(flow, End::Src, flow.saddr, addr)
+        .map_err(|_| DropReason::Malformed)?;
     flow.saddr = addr;
-    pkt.set_port(flow, End::Src, flow.sport, port).map_err(|_| DropReason::Malformed)?;
+    pkt.set_port(flow, End::Src, flow.sport, port)
+        .map_err(|_| DropReason::Malformed)?;
     flow.sport = port;
     Ok(())
 }

@@ -41,7 +41,11 @@ pub struct Skb<'a>(pub &'a TcContext);
 
 impl Skb<'_> {
     fn l4_flags(flow: &Flow) -> u64 {
-        if flow.is_tcp() { 0 } else { BPF_F_MARK_MANGLED_0 as u64 }
+        if flow.is_tcp() {
+            0
+        } else {
+            BPF_F_MARK_MANGLED_0 as u64
+        }
     }
 }
 
@@ -82,7 +86,10 @@ pub struct Frame {
 
 impl Frame {
     pub fn new(ctx: &XdpContext) -> Self {
-        Self { data: ctx.data(), data_end: ctx.data_end() }
+        Self {
+            data: ctx.data(),
+            data_end: ctx.data_end(),
+        }
     }
 
     #[inline(always)]

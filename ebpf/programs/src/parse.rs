@@ -11,13 +11,51 @@ pub const IP_CHECK_OFF: usize = IP_OFF + 10;
 pub const IP_SADDR_OFF: usize = IP_OFF + 12;
 pub const IP_DADDR_OFF: usize = IP_OFF + 16;
 pub const IP_MIN_HLEN: usize = 20;
-pub const TCP_MIN_HLEN: usize = 20;
-pub const UDP_HLEN: usize = 8;
 
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
+
+/// Ethernet header; 16-bit fields hold network-order memory words (as do those below).
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct EthHdr {
+    pub dst: [u8; 6],
+    pub src: [u8; 6],
+    pub proto: u16,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+/// IPv4 header without options.
+pub struct IpHdr {
+    pub vihl: u8,
+    pub tos: u8,
+    pub tot_len: u16,
+    pub id: u16,
+    pub frag: u16,
+    pub ttl: u8,
+    pub proto: u8,
+    pub check: u16,
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+/// TCP header without options.
+pub struct TcpHdr {
+    pub sport: u16,
+    pub dport: u16,
+    pub seq: [u8; 4],
+    pub ack: [u8; 4],
+    pub doff: u8,
+    pub flags: u8,
+    pub window: u16,
+    pub check: u16,
+    pub urg: u16,
+}
 
 /// The only place that turns a packet offset into a pointer: `None` unless `size_of::<T>()` bytes are in bounds.
 #[inline(always)]
@@ -59,7 +97,11 @@ impl Flow {
 
     /// Offset of the L4 checksum field.
     pub fn l4_csum_off(&self) -> usize {
-        if self.is_tcp() { self.l4_off + 16 } else { self.l4_off + 6 }
+        if self.is_tcp() {
+            self.l4_off + 16
+        } else {
+            self.l4_off + 6
+        }
     }
 
     pub fn has_flag(&self, flag: u8) -> bool {
@@ -91,64 +133,50 @@ pub enum Parsed {
 /// Parses an Ethernet frame between `data` and `data_end` without reading out of bounds.
 #[inline(always)]
 pub fn parse(data: usize, data_end: usize) -> Parsed {
-    let Some(ethertype) = read_at::<u16>(data, data_end, 12) else {
+    let Some(eth) = read_at::<EthHdr>(data, data_end, 0) else {
         return Parsed::Other;
     };
-    if u16::from_be(ethertype) != ETH_P_IP {
+    if u16::from_be(eth.proto) != ETH_P_IP {
         return Parsed::Other;
     }
-    let Some(vihl) = read_at::<u8>(data, data_end, IP_OFF) else {
+    let Some(ip) = read_at::<IpHdr>(data, data_end, IP_OFF) else {
         return Parsed::Malformed;
     };
-    let Some(frag) = read_at::<u16>(data, data_end, IP_OFF + 6) else {
-        return Parsed::Malformed;
-    };
-    let Some(proto) = read_at::<u8>(data, data_end, IP_OFF + 9) else {
-        return Parsed::Malformed;
-    };
-    let Some(saddr) = read_at::<u32>(data, data_end, IP_SADDR_OFF) else {
-        return Parsed::Malformed;
-    };
-    let Some(daddr) = read_at::<u32>(data, data_end, IP_DADDR_OFF) else {
-        return Parsed::Malformed;
-    };
-    if vihl >> 4 != 4 {
+    if ip.vihl >> 4 != 4 {
         return Parsed::Malformed;
     }
-    let ip_hlen = ((vihl & 0x0f) as usize) * 4;
+    let ip_hlen = ((ip.vihl & 0x0f) as usize) * 4;
     if ip_hlen < IP_MIN_HLEN {
         return Parsed::Malformed;
     }
+    let proto = ip.proto;
     if proto != PROTO_TCP && proto != PROTO_UDP {
         return Parsed::Other;
     }
     // More-fragments flag or a fragment offset.
-    if u16::from_be(frag) & 0x3fff != 0 {
+    if u16::from_be(ip.frag) & 0x3fff != 0 {
         return Parsed::Fragment;
     }
     let l4_off = IP_OFF + ip_hlen;
-    let Some(ports) = read_at::<[u16; 2]>(data, data_end, l4_off) else {
-        return Parsed::Malformed;
-    };
-    let tcp_flags = if proto == PROTO_TCP {
-        if ptr_at::<[u8; TCP_MIN_HLEN]>(data, data_end, l4_off).is_none() {
-            return Parsed::Malformed;
-        }
-        match read_at::<u8>(data, data_end, l4_off + 13) {
-            Some(f) => f,
+    // Each header is read through the pointer its bounds check produced (the verifier tracks ranges per pointer).
+    let (sport, dport, tcp_flags) = if proto == PROTO_TCP {
+        match read_at::<TcpHdr>(data, data_end, l4_off) {
+            Some(h) => (h.sport, h.dport, h.flags),
             None => return Parsed::Malformed,
         }
     } else {
-        if ptr_at::<[u8; UDP_HLEN]>(data, data_end, l4_off).is_none() {
-            return Parsed::Malformed;
+        match read_at::<[u16; 4]>(data, data_end, l4_off) {
+            Some(h) => (h[0], h[1], 0),
+            None => return Parsed::Malformed,
         }
-        0
     };
+    let saddr = u32::from_ne_bytes(ip.saddr);
+    let daddr = u32::from_ne_bytes(ip.daddr);
     Parsed::Flow(Flow {
         saddr,
         daddr,
-        sport: ports[0],
-        dport: ports[1],
+        sport,
+        dport,
         proto,
         tcp_flags,
         ip_hlen,

@@ -1,122 +1,145 @@
 //! Answers for flows to services without endpoints: a TCP RST or an ICMP port unreachable, built from the
 //! offending frame (Ethernet + 20-byte IPv4 header) with its addresses turned around.
+//!
+//! Frames are `#[repr(C)]` structs of byte arrays and 16-bit words (no padding, no indexing, so no panic paths);
+//! 16-bit fields hold network-order memory words.
+use core::mem::size_of;
+
 use crate::{
     csum,
-    parse::{ETH_HLEN, TCP_ACK, TCP_FIN, TCP_SYN},
+    parse::{EthHdr, IpHdr, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN, TcpHdr},
 };
 
-/// Frame sizes read from the original packet and written as the answer.
-pub const RST_IN: usize = ETH_HLEN + 20 + 20;
-pub const RST_LEN: usize = ETH_HLEN + 20 + 20;
-pub const ICMP_IN: usize = ETH_HLEN + 20 + 8;
-pub const ICMP_LEN: usize = ETH_HLEN + 20 + 8 + 20 + 8;
-
-const IP: usize = ETH_HLEN;
-const L4: usize = ETH_HLEN + 20;
 const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_TCP: u8 = 6;
 const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_PORT_UNREACH: u8 = 3;
-const TCP_RST: u8 = 0x04;
 
+/// Ethernet + IPv4 (no options) + TCP (options ignored): what a RST is built from, and the RST itself.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct TcpFrame {
+    pub eth: EthHdr,
+    pub ip: IpHdr,
+    pub tcp: TcpHdr,
+}
+
+/// Ethernet + IPv4 (no options) + the first 8 bytes of the transport header.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct UdpFrame {
+    pub eth: EthHdr,
+    pub ip: IpHdr,
+    pub l4: [u16; 4],
+}
+
+/// An ICMP destination-unreachable frame quoting the original IPv4 header and 8 bytes of its payload.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+pub struct IcmpFrame {
+    pub eth: EthHdr,
+    pub ip: IpHdr,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub icmp_check: u16,
+    pub unused: [u16; 2],
+    pub quoted_ip: IpHdr,
+    pub quoted_l4: [u16; 4],
+}
+
+pub const RST_LEN: usize = size_of::<TcpFrame>();
+pub const ICMP_LEN: usize = size_of::<IcmpFrame>();
+
+/// One's-complement sum of the 16-bit memory words of `v` (its size must be even).
 #[inline(always)]
-fn copy(dst: &mut [u8], dst_off: usize, src: &[u8], src_off: usize, len: usize) {
-    let mut i = 0;
-    while i < len {
-        if dst_off + i < dst.len() && src_off + i < src.len() {
-            dst[dst_off + i] = src[src_off + i];
-        }
-        i += 1;
+fn sum_words<T, const N: usize>(v: &T, acc: u32) -> u32 {
+    // SAFETY: T is a plain #[repr(C)] frame part of at least 2 * N bytes with alignment 2.
+    let words = unsafe { &*(v as *const T as *const [u16; N]) };
+    let mut acc = acc;
+    for w in words.iter() {
+        acc += *w as u32;
     }
-}
-
-#[inline(always)]
-fn put16(buf: &mut [u8], off: usize, v: u16) {
-    let b = v.to_be_bytes();
-    buf[off] = b[0];
-    buf[off + 1] = b[1];
-}
-
-#[inline(always)]
-fn put32(buf: &mut [u8], off: usize, v: u32) {
-    let b = v.to_be_bytes();
-    buf[off] = b[0];
-    buf[off + 1] = b[1];
-    buf[off + 2] = b[2];
-    buf[off + 3] = b[3];
-}
-
-#[inline(always)]
-fn get32(buf: &[u8], off: usize) -> u32 {
-    u32::from_be_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]])
+    acc
 }
 
 /// Ethernet with swapped MACs and an IPv4 header from the original destination back to its source.
 #[inline(always)]
-fn turn_around(orig: &[u8], out: &mut [u8], proto: u8, tot_len: u16) {
-    copy(out, 0, orig, 6, 6);
-    copy(out, 6, orig, 0, 6);
-    copy(out, 12, orig, 12, 2);
-    out[IP] = 0x45;
-    out[IP + 1] = 0;
-    put16(out, IP + 2, tot_len);
-    put16(out, IP + 4, 0);
-    put16(out, IP + 6, 0x4000);
-    out[IP + 8] = 64;
-    out[IP + 9] = proto;
-    put16(out, IP + 10, 0);
-    copy(out, IP + 12, orig, IP + 16, 4);
-    copy(out, IP + 16, orig, IP + 12, 4);
-    let sum = !csum::fold(csum::sum_be(out, IP, 20, 0));
-    put16(out, IP + 10, sum);
+fn turn_around(eth: &EthHdr, ip: &IpHdr, proto: u8, tot_len: usize) -> (EthHdr, IpHdr) {
+    let eth = EthHdr {
+        dst: eth.src,
+        src: eth.dst,
+        proto: eth.proto,
+    };
+    let mut out = IpHdr {
+        vihl: 0x45,
+        tos: 0,
+        tot_len: (tot_len as u16).to_be(),
+        id: 0,
+        frag: 0x4000u16.to_be(),
+        ttl: 64,
+        proto,
+        check: 0,
+        saddr: ip.daddr,
+        daddr: ip.saddr,
+    };
+    out.check = !csum::fold(sum_words::<IpHdr, 10>(&out, 0));
+    (eth, out)
 }
 
 /// A RST for the TCP segment in `orig` (RFC 9293 3.10.7.1): seq from its ACK, or an ACK of everything it sent.
 #[inline(always)]
-pub fn tcp_rst(orig: &[u8; RST_IN], out: &mut [u8; RST_LEN]) {
-    turn_around(orig, out, IPPROTO_TCP, 40);
-    copy(out, L4, orig, L4 + 2, 2);
-    copy(out, L4 + 2, orig, L4, 2);
-    let in_flags = orig[L4 + 13];
-    let tot_len = u16::from_be_bytes([orig[IP + 2], orig[IP + 3]]) as u32;
-    let doff = ((orig[L4 + 12] >> 4) as u32) * 4;
-    let payload = tot_len.saturating_sub(20 + doff);
-    if in_flags & TCP_ACK != 0 {
-        put32(out, L4 + 4, get32(orig, L4 + 8));
-        put32(out, L4 + 8, 0);
-        out[L4 + 13] = TCP_RST;
+pub fn tcp_rst(orig: &TcpFrame) -> TcpFrame {
+    let (eth, ip) = turn_around(&orig.eth, &orig.ip, IPPROTO_TCP, RST_LEN - size_of::<EthHdr>());
+    let mut tcp = TcpHdr {
+        sport: orig.tcp.dport,
+        dport: orig.tcp.sport,
+        doff: 5 << 4,
+        ..TcpHdr::default()
+    };
+    if orig.tcp.flags & TCP_ACK != 0 {
+        tcp.seq = orig.tcp.ack;
+        tcp.flags = TCP_RST;
     } else {
-        let mut ack = get32(orig, L4 + 4).wrapping_add(payload);
-        if in_flags & TCP_SYN != 0 {
+        let tot_len = u16::from_be(orig.ip.tot_len) as u32;
+        let doff = ((orig.tcp.doff >> 4) as u32) * 4;
+        let mut ack = u32::from_be_bytes(orig.tcp.seq).wrapping_add(tot_len.saturating_sub(20 + doff));
+        if orig.tcp.flags & TCP_SYN != 0 {
             ack = ack.wrapping_add(1);
         }
-        if in_flags & TCP_FIN != 0 {
+        if orig.tcp.flags & TCP_FIN != 0 {
             ack = ack.wrapping_add(1);
         }
-        put32(out, L4 + 4, 0);
-        put32(out, L4 + 8, ack);
-        out[L4 + 13] = TCP_RST | TCP_ACK;
+        tcp.ack = ack.to_be_bytes();
+        tcp.flags = TCP_RST | TCP_ACK;
     }
-    out[L4 + 12] = 5 << 4;
-    put16(out, L4 + 14, 0);
-    put16(out, L4 + 16, 0);
-    put16(out, L4 + 18, 0);
-    // Pseudo header: addresses, protocol, TCP length.
-    let mut sum = csum::sum_be(out, IP + 12, 8, 0);
-    sum += IPPROTO_TCP as u32 + 20;
-    sum = csum::sum_be(out, L4, 20, sum);
-    put16(out, L4 + 16, !csum::fold(sum));
+    // Pseudo header: both addresses, zero + protocol, TCP length; then the header itself.
+    let mut sum = sum_words::<[u8; 4], 2>(&ip.saddr, 0);
+    sum = sum_words::<[u8; 4], 2>(&ip.daddr, sum);
+    sum += u16::from_ne_bytes([0, IPPROTO_TCP]) as u32 + (size_of::<TcpHdr>() as u16).to_be() as u32;
+    sum = sum_words::<TcpHdr, 10>(&tcp, sum);
+    tcp.check = !csum::fold(sum);
+    TcpFrame { eth, ip, tcp }
 }
 
-/// An ICMP destination unreachable (port unreachable) quoting the IPv4 header and first 8 bytes of `orig`.
+/// An ICMP port unreachable quoting the IPv4 header and first 8 transport bytes of `orig`.
 #[inline(always)]
-pub fn icmp_port_unreachable(orig: &[u8; ICMP_IN], out: &mut [u8; ICMP_LEN]) {
-    turn_around(orig, out, IPPROTO_ICMP, (ICMP_LEN - ETH_HLEN) as u16);
-    out[L4] = ICMP_DEST_UNREACH;
-    out[L4 + 1] = ICMP_PORT_UNREACH;
-    put16(out, L4 + 2, 0);
-    put32(out, L4 + 4, 0);
-    copy(out, L4 + 8, orig, IP, 28);
-    let sum = csum::sum_be(out, L4, ICMP_LEN - L4, 0);
-    put16(out, L4 + 2, !csum::fold(sum));
+pub fn icmp_port_unreachable(orig: &UdpFrame) -> IcmpFrame {
+    let (eth, ip) = turn_around(&orig.eth, &orig.ip, IPPROTO_ICMP, ICMP_LEN - size_of::<EthHdr>());
+    let mut out = IcmpFrame {
+        eth,
+        ip,
+        icmp_type: ICMP_DEST_UNREACH,
+        icmp_code: ICMP_PORT_UNREACH,
+        icmp_check: 0,
+        unused: [0; 2],
+        quoted_ip: orig.ip,
+        quoted_l4: orig.l4,
+    };
+    // The ICMP message starts right after the outer IPv4 header: 36 bytes = 18 words.
+    let mut sum = u16::from_ne_bytes([out.icmp_type, out.icmp_code]) as u32;
+    sum = sum_words::<[u16; 2], 2>(&out.unused, sum);
+    sum = sum_words::<IpHdr, 10>(&out.quoted_ip, sum);
+    sum = sum_words::<[u16; 4], 4>(&out.quoted_l4, sum);
+    out.icmp_check = !csum::fold(sum);
+    out
 }

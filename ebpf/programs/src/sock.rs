@@ -7,9 +7,7 @@ use aya_ebpf::{
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
-use skiff_common::{
-    DropReason, PROTO_TCP, PROTO_UDP, SCOPE_INTERNAL, SockRevNatKey, SockRevNatValue,
-};
+use skiff_common::{DropReason, PROTO_TCP, PROTO_UDP, SCOPE_INTERNAL, SockRevNatKey, SockRevNatValue};
 
 use crate::{conntrack, lb, maps::SOCK_REV_NAT, stats};
 
@@ -87,7 +85,11 @@ fn translate(ctx: &SockAddrContext) -> i32 {
         port_be: sel.backend.port_be,
         _pad: 0,
     };
-    let value = SockRevNatValue { addr_be: addr, port_be: port, rev_nat_id: svc.rev_nat_id };
+    let value = SockRevNatValue {
+        addr_be: addr,
+        port_be: port,
+        rev_nat_id: svc.rev_nat_id,
+    };
     if SOCK_REV_NAT.insert(&key, &value, BPF_ANY as u64).is_err() {
         // The connection still works; only its peer shows as the backend.
         stats::count_drop(DropReason::CtInsertFailed, 0);

@@ -12,7 +12,8 @@ use crate::{
     conntrack, lb, maps, nat,
     packet::Skb,
     parse::{self, Flow, Parsed, TCP_RST},
-    reject, stats,
+    reject::{self, TcpFrame, UdpFrame},
+    stats,
 };
 
 /// Enough linear data for Ethernet, the longest IPv4 header and a TCP header.
@@ -52,7 +53,11 @@ fn verdict(ctx: &TcContext, result: Result<i32, DropReason>) -> i32 {
 fn parsed(ctx: &TcContext) -> Parsed {
     let linear = (ctx.data_end() - ctx.data()) as u32;
     if linear < HEADERS_MAX && ctx.len() > linear {
-        let want = if ctx.len() < HEADERS_MAX { ctx.len() } else { HEADERS_MAX };
+        let want = if ctx.len() < HEADERS_MAX {
+            ctx.len()
+        } else {
+            HEADERS_MAX
+        };
         // A failed pull leaves the packet as it was; parse then sees it as truncated.
         let _ = ctx.pull_data(want);
     }
@@ -175,7 +180,11 @@ fn forward(ctx: &TcContext, flow: &mut Flow, backend: &Backend, entry: &CtValue)
 fn resize(ctx: &TcContext, len: usize) -> Result<(), DropReason> {
     // SAFETY: helper on our own skb.
     let rc = unsafe { bpf_skb_change_tail(ctx.skb.skb, len as u32, 0) };
-    if rc != 0 { Err(DropReason::NoBackend) } else { Ok(()) }
+    if rc != 0 {
+        Err(DropReason::NoBackend)
+    } else {
+        Ok(())
+    }
 }
 
 /// No endpoints: answer the pod with a RST (TCP) or an ICMP port unreachable (UDP), sent straight back.
@@ -186,15 +195,13 @@ fn reject_to_pod(ctx: &TcContext, flow: &Flow) -> Result<i32, DropReason> {
     }
     let bytes = ctx.len() as u64;
     if flow.is_tcp() {
-        let orig: [u8; reject::RST_IN] = ctx.load(0).map_err(|_| DropReason::Malformed)?;
-        let mut out = [0u8; reject::RST_LEN];
-        reject::tcp_rst(&orig, &mut out);
+        let orig: TcpFrame = ctx.load(0).map_err(|_| DropReason::Malformed)?;
+        let out = reject::tcp_rst(&orig);
         resize(ctx, reject::RST_LEN)?;
         ctx.store(0, &out, 0).map_err(|_| DropReason::NoBackend)?;
     } else {
-        let orig: [u8; reject::ICMP_IN] = ctx.load(0).map_err(|_| DropReason::Malformed)?;
-        let mut out = [0u8; reject::ICMP_LEN];
-        reject::icmp_port_unreachable(&orig, &mut out);
+        let orig: UdpFrame = ctx.load(0).map_err(|_| DropReason::Malformed)?;
+        let out = reject::icmp_port_unreachable(&orig);
         resize(ctx, reject::ICMP_LEN)?;
         ctx.store(0, &out, 0).map_err(|_| DropReason::NoBackend)?;
     }

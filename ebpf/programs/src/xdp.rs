@@ -3,15 +3,14 @@
 use core::mem::{size_of, zeroed};
 
 use aya_ebpf::{
+    EbpfContext,
     bindings::{
         BPF_FIB_LKUP_RET_BLACKHOLE, BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_PROHIBIT,
-        BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LKUP_RET_UNREACHABLE, BPF_NOEXIST, bpf_fib_lookup,
-        xdp_action,
+        BPF_FIB_LKUP_RET_SUCCESS, BPF_FIB_LKUP_RET_UNREACHABLE, BPF_NOEXIST, bpf_fib_lookup, xdp_action,
     },
     helpers::{bpf_fib_lookup as fib_lookup, bpf_redirect, bpf_xdp_adjust_tail},
     macros::xdp,
     programs::XdpContext,
-    EbpfContext,
 };
 use skiff_common::{
     Backend, Config, CtValue, DropReason, SCOPE_EXTERNAL, backend_flags, ct_flags, ct_kind, svc_flags,
@@ -21,7 +20,8 @@ use crate::{
     conntrack, csum, lb, maps, nat,
     packet::Frame,
     parse::{self, Flow, IP_OFF, Parsed, TCP_RST, ptr_at, read_at},
-    reject, stats,
+    reject::{self, TcpFrame, UdpFrame},
+    stats,
 };
 
 const AF_INET: u8 = 2;
@@ -177,7 +177,8 @@ fn claim_snat_port(cfg: &Config, flow: &Flow, backend: &Backend, entry: &CtValue
     };
     let mut i = 0;
     while i < SNAT_PROBES {
-        let port = (cfg.snat_port_min as u32 + hash.wrapping_add(i.wrapping_mul(0x9e37_79b1)) % range) as u16;
+        let port = (cfg.snat_port_min as u32 + lb::rem(hash.wrapping_add(i.wrapping_mul(0x9e37_79b1)), range))
+            as u16;
         let port_be = port.to_be();
         let key = conntrack::key_of(
             backend.addr_be,
@@ -216,12 +217,9 @@ fn fib_forward(ctx: &XdpContext, flow: &Flow) -> Result<u32, DropReason> {
             if !decrement_ttl(ctx) {
                 return Ok(xdp_action::XDP_PASS);
             }
-            let macs = ptr_at::<[u8; 12]>(ctx.data(), ctx.data_end(), 0).ok_or(DropReason::Malformed)?;
-            let mut m = [0u8; 12];
-            m[..6].copy_from_slice(&params.dmac);
-            m[6..].copy_from_slice(&params.smac);
+            let macs = ptr_at::<[[u8; 6]; 2]>(ctx.data(), ctx.data_end(), 0).ok_or(DropReason::Malformed)?;
             // SAFETY: in bounds (ptr_at).
-            unsafe { macs.write_unaligned(m) };
+            unsafe { macs.write_unaligned([params.dmac, params.smac]) };
             if params.ifindex == ctx.ingress_ifindex() as u32 {
                 Ok(xdp_action::XDP_TX)
             } else {
@@ -272,8 +270,8 @@ fn resize(ctx: &XdpContext, len: usize) -> Result<(), DropReason> {
 }
 
 #[inline(always)]
-fn write_frame<const N: usize>(ctx: &XdpContext, out: &[u8; N]) -> Result<(), DropReason> {
-    let p = ptr_at::<[u8; N]>(ctx.data(), ctx.data_end(), 0).ok_or(DropReason::NoBackend)?;
+fn write_frame<T: Copy>(ctx: &XdpContext, out: &T) -> Result<(), DropReason> {
+    let p = ptr_at::<T>(ctx.data(), ctx.data_end(), 0).ok_or(DropReason::NoBackend)?;
     // SAFETY: in bounds (ptr_at).
     unsafe { p.write_unaligned(*out) };
     Ok(())
@@ -287,15 +285,13 @@ fn reject_back(ctx: &XdpContext, flow: &Flow) -> Result<u32, DropReason> {
     }
     let bytes = frame_len(ctx);
     if flow.is_tcp() {
-        let orig = read_at::<[u8; reject::RST_IN]>(ctx.data(), ctx.data_end(), 0).ok_or(DropReason::Malformed)?;
-        let mut out = [0u8; reject::RST_LEN];
-        reject::tcp_rst(&orig, &mut out);
+        let orig = read_at::<TcpFrame>(ctx.data(), ctx.data_end(), 0).ok_or(DropReason::Malformed)?;
+        let out = reject::tcp_rst(&orig);
         resize(ctx, reject::RST_LEN)?;
         write_frame(ctx, &out)?;
     } else {
-        let orig = read_at::<[u8; reject::ICMP_IN]>(ctx.data(), ctx.data_end(), 0).ok_or(DropReason::Malformed)?;
-        let mut out = [0u8; reject::ICMP_LEN];
-        reject::icmp_port_unreachable(&orig, &mut out);
+        let orig = read_at::<UdpFrame>(ctx.data(), ctx.data_end(), 0).ok_or(DropReason::Malformed)?;
+        let out = reject::icmp_port_unreachable(&orig);
         resize(ctx, reject::ICMP_LEN)?;
         write_frame(ctx, &out)?;
     }
