@@ -2,14 +2,19 @@
 pub mod desired;
 pub mod endpoints;
 pub mod ids;
+pub mod kube_source;
 pub mod maglev;
+pub mod manifest_source;
+pub mod manifests;
 pub mod model;
 pub mod planner;
+pub mod source;
 pub mod state;
 pub mod tables;
 
 pub use desired::{DataplaneState, NodeInfo, desired};
 pub use planner::Planner;
+pub use source::{Snapshot, SourceConfig, spawn_source};
 
 #[cfg(test)]
 mod desired_tests;

@@ -1,0 +1,182 @@
+//! Parsing Kubernetes manifests (multi-document YAML or JSON, `kind: List`) into the objects the proxy uses.
+use k8s_openapi::api::{core::v1::Node, core::v1::Service, discovery::v1::EndpointSlice};
+use serde::Deserialize;
+
+/// One object the proxy cares about.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Object {
+    Service(Box<Service>),
+    EndpointSlice(Box<EndpointSlice>),
+    Node(Box<Node>),
+}
+
+/// Why a document could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("document {index}: not valid YAML/JSON: {source}")]
+    Syntax {
+        index: usize,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    #[error("document {index}: invalid {kind}{name}: {source}")]
+    Object {
+        index: usize,
+        kind: String,
+        name: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("document {index}: {message}")]
+    Shape { index: usize, message: String },
+}
+
+/// What one file yields: the objects, and what was skipped with a reason worth a warning.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub objects: Vec<Object>,
+    pub skipped: Vec<String>,
+}
+
+/// Parses every document of a file. Any invalid document fails the whole file (so a half-written file never
+/// replaces a good one). Objects of other kinds are ignored; objects without a namespace get `default`;
+/// Services without a clusterIP are skipped (reported in `skipped`).
+pub fn parse(text: &str) -> Result<Parsed, ParseError> {
+    let mut parsed = Parsed::default();
+    for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
+        let value =
+            serde_yaml::Value::deserialize(doc).map_err(|source| ParseError::Syntax { index, source })?;
+        if value.is_null() {
+            continue; // an empty document (e.g. a trailing `---`)
+        }
+        let value = serde_json::to_value(&value).map_err(|e| ParseError::Shape {
+            index,
+            message: format!("cannot convert to JSON: {e}"),
+        })?;
+        collect(index, value, &mut parsed)?;
+    }
+    Ok(parsed)
+}
+
+fn collect(index: usize, value: serde_json::Value, out: &mut Parsed) -> Result<(), ParseError> {
+    let Some(kind) = value.get("kind").and_then(|k| k.as_str()).map(str::to_owned) else {
+        return Err(ParseError::Shape {
+            index,
+            message: "no `kind`".into(),
+        });
+    };
+    let name = value
+        .pointer("/metadata/name")
+        .and_then(|n| n.as_str())
+        .map(|n| format!(" {n:?}"))
+        .unwrap_or_default();
+    let invalid = |source| ParseError::Object {
+        index,
+        kind: kind.clone(),
+        name: name.clone(),
+        source,
+    };
+    match kind.as_str() {
+        "List" | "ServiceList" | "EndpointSliceList" | "NodeList" => {
+            let items = value
+                .get("items")
+                .and_then(|i| i.as_array())
+                .cloned()
+                .unwrap_or_default();
+            for item in items {
+                collect(index, item, out)?;
+            }
+        }
+        "Service" => {
+            let mut svc: Service = serde_json::from_value(value).map_err(invalid)?;
+            let has_ip = svc
+                .spec
+                .as_ref()
+                .and_then(|s| s.cluster_ip.as_deref())
+                .is_some_and(|ip| !ip.is_empty())
+                || svc
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.cluster_ips.as_ref())
+                    .is_some_and(|ips| !ips.is_empty());
+            let is_external_name = svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ExternalName");
+            if !has_ip && !is_external_name {
+                out.skipped.push(format!(
+                    "document {index}: Service{name} has no clusterIP; skipped"
+                ));
+                return Ok(());
+            }
+            svc.metadata.namespace.get_or_insert_with(|| "default".into());
+            out.objects.push(Object::Service(Box::new(svc)));
+        }
+        "EndpointSlice" => {
+            let mut slice: EndpointSlice = serde_json::from_value(value).map_err(invalid)?;
+            slice.metadata.namespace.get_or_insert_with(|| "default".into());
+            out.objects.push(Object::EndpointSlice(Box::new(slice)));
+        }
+        "Node" => out.objects.push(Object::Node(Box::new(
+            serde_json::from_value(value).map_err(invalid)?,
+        ))),
+        _ => {}
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SVC: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  clusterIP: 10.96.0.10\n  ports: [{port: 80}]\n";
+
+    #[test]
+    fn multi_document_yaml_with_other_kinds() {
+        let text = format!(
+            "{SVC}---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: x}}\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: web-1, namespace: prod}}\n\
+             addressType: IPv4\nendpoints: [{{addresses: [10.244.0.5]}}]\n---\n"
+        );
+        let p = parse(&text).unwrap();
+        assert_eq!(p.objects.len(), 2);
+        let Object::Service(s) = &p.objects[0] else {
+            panic!()
+        };
+        assert_eq!(s.metadata.namespace.as_deref(), Some("default"));
+        let Object::EndpointSlice(e) = &p.objects[1] else {
+            panic!()
+        };
+        assert_eq!(e.metadata.namespace.as_deref(), Some("prod"));
+    }
+
+    #[test]
+    fn json_and_lists() {
+        let text = r#"{"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}},
+            {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"}, "spec": {"clusterIP": "10.96.0.1"}}]}"#;
+        let p = parse(text).unwrap();
+        assert!(matches!(p.objects[..], [Object::Node(_), Object::Service(_)]));
+    }
+
+    #[test]
+    fn service_without_cluster_ip_is_skipped_with_a_reason() {
+        let p = parse("kind: Service\nmetadata: {name: pending}\nspec: {ports: [{port: 80}]}\n").unwrap();
+        assert!(p.objects.is_empty());
+        assert!(
+            p.skipped[0].contains("\"pending\" has no clusterIP"),
+            "{:?}",
+            p.skipped
+        );
+    }
+
+    #[test]
+    fn errors_name_the_document() {
+        let err = parse(&format!("{SVC}---\nkind: Service\nspec: {{ports: nope}}\n")).unwrap_err();
+        assert!(
+            err.to_string().starts_with("document 1: invalid Service"),
+            "{err}"
+        );
+        let err = parse("kind: Service\n  bad: : indentation\n").unwrap_err();
+        assert!(err.to_string().starts_with("document 0:"), "{err}");
+        let err = parse("metadata: {name: x}\n").unwrap_err();
+        assert_eq!(err.to_string(), "document 0: no `kind`");
+    }
+}
