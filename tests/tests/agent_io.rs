@@ -11,7 +11,7 @@ use aya::programs::links::{FdLink, PinnedLink};
 use skiff_agent::{
     bpf::{
         attach::{AttachConfig, Attacher, Mode, XdpAttachMode, attach_xdp_pass},
-        cleanup::cleanup_dir,
+        cleanup::cleanup_node,
         inspect::{What, inspect},
         loader::{MapSizes, load},
         maps::{FlowMaps, NodeConfig, ServiceMaps, read_config, write_config},
@@ -65,7 +65,7 @@ impl Guard {
 
     fn drop_leftovers(&self) {
         let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
-        let _ = cleanup_dir(self.pin.path());
+        let _ = cleanup_node(&self.pin);
         let _ = std::fs::remove_dir(&self.cgroup);
     }
 }
@@ -341,17 +341,16 @@ fn load_attach_apply_restart_inspect_cleanup() {
 
     // Cleanup removes every pin and detaches every link.
     drop(attacher);
-    let removed = cleanup_dir(g.pin.path()).unwrap();
+    let removed = cleanup_node(&g.pin).unwrap();
     assert_eq!(removed.links.len(), LINKS.len() + 1, "{removed:?}");
     assert_eq!(removed.maps.len(), skiff_common::maps::ALL.len(), "{removed:?}");
     assert!(!g.pin.path().exists());
+    assert!(!g.pin.state_dir().exists());
+    assert_eq!(removed.other, [g.pin.names_file()]);
     let live = live_link_ids();
     assert!(
         ids.iter().all(|id| !live.contains(id)),
         "links still attached after cleanup: {ids:?}"
     );
-    assert!(
-        cleanup_dir(g.pin.path()).unwrap().is_empty(),
-        "cleanup is idempotent"
-    );
+    assert!(cleanup_node(&g.pin).unwrap().is_empty(), "cleanup is idempotent");
 }

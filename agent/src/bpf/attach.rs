@@ -296,8 +296,9 @@ pub fn attach_one(
                 source: ProgramError::IOError(e),
             })?;
             ensure_pinned(&path, &fd, || {
+                // cgroup bpf_links take no flags (the kernel rejects any) and always coexist with other links.
                 let id = prog
-                    .attach(cgroup, CgroupAttachMode::AllowMultiple)
+                    .attach(cgroup, CgroupAttachMode::Single)
                     .map_err(attach_err(&what))?;
                 into_fd_link(&what, prog.take_link(id).map_err(attach_err(&what))?)
             })?

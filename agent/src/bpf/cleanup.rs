@@ -6,6 +6,8 @@ use std::{
 
 use skiff_common::PIN_ROOT;
 
+use super::pins::{PinDir, STATE_ROOT};
+
 /// Errors removing pins.
 #[derive(Debug, thiserror::Error)]
 pub enum CleanupError {
@@ -97,19 +99,28 @@ pub fn cleanup_dir(dir: &Path) -> Result<Removed, CleanupError> {
     Ok(removed)
 }
 
-/// Removes the pins of every node under the pin root, then the root itself.
+/// Removes everything of one node: its pin directory and its state directory (names file).
+pub fn cleanup_node(pin: &PinDir) -> Result<Removed, CleanupError> {
+    let mut r = cleanup_dir(pin.path())?;
+    let state = cleanup_dir(&pin.state_dir())?;
+    r.other.extend(state.other);
+    Ok(r)
+}
+
+/// Removes the pins and state of every node, then the roots themselves.
 pub fn cleanup_all() -> Result<Removed, CleanupError> {
-    let root = Path::new(PIN_ROOT);
     let mut all = Removed::default();
-    for d in entries(root)? {
-        if d.is_dir() {
-            let r = cleanup_dir(&d)?;
-            all.links.extend(r.links);
-            all.maps.extend(r.maps);
-            all.other.extend(r.other);
+    for root in [Path::new(PIN_ROOT), Path::new(STATE_ROOT)] {
+        for d in entries(root)? {
+            if d.is_dir() {
+                let r = cleanup_dir(&d)?;
+                all.links.extend(r.links);
+                all.maps.extend(r.maps);
+                all.other.extend(r.other);
+            }
         }
+        remove_dir(root)?;
     }
-    remove_dir(root)?;
     Ok(all)
 }
 

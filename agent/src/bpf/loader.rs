@@ -85,6 +85,16 @@ impl MapSizes {
 /// Loads `object` with every Skiff map pinned in `pin` (existing pins are reused with their contents) and loads
 /// every program into the kernel (attaching is `attach`'s job).
 pub fn load(object: &[u8], pin: &PinDir, sizes: &MapSizes) -> Result<Ebpf, LoadError> {
+    load_only(object, pin, sizes, None)
+}
+
+/// Like `load`, but loads only the named programs into the kernel when `only` is given (e.g. `xdp-pass`).
+pub fn load_only(
+    object: &[u8],
+    pin: &PinDir,
+    sizes: &MapSizes,
+    only: Option<&[&str]>,
+) -> Result<Ebpf, LoadError> {
     if object.is_empty() {
         return Err(LoadError::EmptyObject);
     }
@@ -98,7 +108,11 @@ pub fn load(object: &[u8], pin: &PinDir, sizes: &MapSizes) -> Result<Ebpf, LoadE
     }
     let mut ebpf = loader.load(object).map_err(LoadError::Object)?;
     warn_on_resized_pins(&ebpf, sizes);
-    let names: Vec<String> = ebpf.programs().map(|(n, _)| n.to_string()).collect();
+    let names: Vec<String> = ebpf
+        .programs()
+        .map(|(n, _)| n.to_string())
+        .filter(|n| only.is_none_or(|o| o.contains(&n.as_str())))
+        .collect();
     for name in names {
         let prog = ebpf.program_mut(&name).expect("program listed by the object");
         load_program(&name, prog)?;

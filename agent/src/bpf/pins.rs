@@ -21,6 +21,9 @@ pub enum PinDirError {
     Create { path: PathBuf, source: io::Error },
 }
 
+/// Where the agent keeps plain files per node (bpffs cannot hold them).
+pub const STATE_ROOT: &str = "/run/skiff";
+
 /// The pin directory of one node: `/sys/fs/bpf/skiff/<node-name>`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PinDir {
@@ -68,15 +71,21 @@ impl PinDir {
         self.links().join(format!("{prog}-{target}"))
     }
 
+    /// The node's directory for plain files (bpffs holds only pinned objects): `/run/skiff/<node-name>`.
+    pub fn state_dir(&self) -> PathBuf {
+        let node = self.root.file_name().expect("pin dir ends in the node name");
+        Path::new(STATE_ROOT).join(node)
+    }
+
     /// The service names file written by the running agent for `inspect`.
     pub fn names_file(&self) -> PathBuf {
-        self.root.join("names.json")
+        self.state_dir().join("names.json")
     }
 
     /// Mounts bpffs if needed and creates the node's directories.
     pub fn prepare(&self) -> Result<(), PinDirError> {
         ensure_bpffs()?;
-        for dir in [self.root.clone(), self.links()] {
+        for dir in [self.root.clone(), self.links(), self.state_dir()] {
             std::fs::create_dir_all(&dir).map_err(|source| PinDirError::Create { path: dir, source })?;
         }
         Ok(())
