@@ -181,6 +181,7 @@ fn service_frontends(svc: &Service, slices: &[&EndpointSlice], node: &NodeInfo, 
             namespace: namespace(svc).to_string(),
             name: svc.metadata.name.clone().unwrap_or_default(),
             port_name: port.name.clone().unwrap_or_default(),
+            port: number,
         };
         let make = |addr: Ipv4Addr, port: u16, scope: Scope, flags: u16| {
             frontend(&common, &eps, &origin, addr, port, protocol, scope, flags)

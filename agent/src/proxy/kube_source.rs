@@ -95,3 +95,73 @@ async fn publish(
         tokio::time::sleep(DEBOUNCE).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use kube::runtime::watcher::Event;
+
+    use super::*;
+
+    fn named<K: Resource<DynamicType = ()> + Default>(name: &str) -> K {
+        let mut o = K::default();
+        o.meta_mut().name = Some(name.into());
+        o.meta_mut().namespace = Some("default".into());
+        o
+    }
+
+    fn list<K: Clone>(writer: &mut reflector::store::Writer<K>, objects: Vec<K>)
+    where
+        K: Resource + Clone,
+        K::DynamicType: Eq + Hash + Clone,
+    {
+        writer.apply_watcher_event(&Event::Init);
+        for o in objects {
+            writer.apply_watcher_event(&Event::InitApply(o));
+        }
+        writer.apply_watcher_event(&Event::InitDone);
+    }
+
+    async fn next(rx: &mut watch::Receiver<Option<Snapshot>>) -> Snapshot {
+        tokio::time::timeout(Duration::from_secs(5), rx.changed())
+            .await
+            .expect("a snapshot in time")
+            .unwrap();
+        rx.borrow_and_update()
+            .clone()
+            .expect("published snapshots are complete")
+    }
+
+    #[tokio::test]
+    async fn publishes_only_after_every_initial_list_then_on_changes() {
+        let (svc_reader, mut svc_writer) = reflector::store::<Service>();
+        let (slice_reader, mut slice_writer) = reflector::store::<EndpointSlice>();
+        let (node_reader, mut node_writer) = reflector::store::<Node>();
+        let (changed_tx, changed_rx) = watch::channel(0u64);
+        let (tx, mut rx) = watch::channel(None);
+        tokio::spawn(publish(svc_reader, slice_reader, node_reader, changed_rx, tx));
+
+        list(&mut svc_writer, vec![named::<Service>("a")]);
+        list(&mut slice_writer, vec![]);
+        changed_tx.send_modify(|n| *n += 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(
+            rx.borrow().is_none(),
+            "published before the Node list was complete"
+        );
+
+        list(&mut node_writer, vec![named::<Node>("n1")]);
+        let s = next(&mut rx).await;
+        assert_eq!((s.services.len(), s.slices.len(), s.nodes.len()), (1, 0, 1));
+
+        // A burst of changes gives one snapshot with all of them.
+        for name in ["b", "c", "d"] {
+            svc_writer.apply_watcher_event(&Event::Apply(named::<Service>(name)));
+            changed_tx.send_modify(|n| *n += 1);
+        }
+        let s = next(&mut rx).await;
+        assert_eq!(s.services.len(), 4);
+        svc_writer.apply_watcher_event(&Event::Delete(named::<Service>("a")));
+        changed_tx.send_modify(|n| *n += 1);
+        assert_eq!(next(&mut rx).await.services.len(), 3);
+    }
+}

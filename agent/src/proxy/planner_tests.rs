@@ -235,7 +235,7 @@ fn describe_service_names_the_origin() {
     let desired = web(&[1], &[]);
     p.plan(&desired);
     let key = desired.frontends[0].key();
-    assert_eq!(p.describe_service(&key).as_deref(), Some("default/svc-10"));
+    assert_eq!(p.describe_service(&key).as_deref(), Some("default/svc-10:80"));
 }
 
 #[test]

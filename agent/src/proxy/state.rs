@@ -118,15 +118,18 @@ pub struct ServiceRef {
     pub name: String,
     /// The Service port's name ("" when unnamed).
     pub port_name: String,
+    /// The Service port's number.
+    pub port: u16,
 }
 
 impl fmt::Display for ServiceRef {
+    /// `namespace/name:port`, with the port's name, or its number when it has no name.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)?;
-        if !self.port_name.is_empty() {
-            write!(f, ":{}", self.port_name)?;
+        if self.port_name.is_empty() {
+            write!(f, "{}/{}:{}", self.namespace, self.name, self.port)
+        } else {
+            write!(f, "{}/{}:{}", self.namespace, self.name, self.port_name)
         }
-        Ok(())
     }
 }
 

@@ -46,6 +46,7 @@ pub fn frontend(
             namespace: "default".into(),
             name: format!("svc-{}", vip[3]),
             port_name: String::new(),
+            port,
         },
     }
 }
