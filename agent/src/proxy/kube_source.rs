@@ -109,7 +109,7 @@ mod tests {
         o
     }
 
-    fn list<K: Clone>(writer: &mut reflector::store::Writer<K>, objects: Vec<K>)
+    fn list<K>(writer: &mut reflector::store::Writer<K>, objects: Vec<K>)
     where
         K: Resource + Clone,
         K::DynamicType: Eq + Hash + Clone,
