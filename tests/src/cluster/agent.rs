@@ -199,22 +199,32 @@ impl Drop for Agent {
 /// Attaches the XDP_PASS program to `iface` in `netns` (needed where XDP_TX frames arrive), for `node`'s agent.
 /// The command pins its link and exits; if it keeps running instead, the returned guard keeps it alive.
 pub fn xdp_pass(iface: &str, netns: &str, node: &str) -> Option<Proc> {
+    let argv = [
+        "xdp-pass",
+        "--iface",
+        iface,
+        "--netns",
+        netns,
+        "--node-name",
+        node,
+    ];
     let mut p = Proc::spawn(
-        Command::new(agent_bin()).args([
-            "xdp-pass",
-            "--iface",
-            iface,
-            "--netns",
-            netns,
-            "--node-name",
-            node,
-        ]),
+        Command::new(agent_bin())
+            .args(argv)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
         "skiff-agent xdp-pass",
     );
     let exited = wait_for(Duration::from_secs(10), || p.child.try_wait().ok().flatten());
     match exited {
         Some(status) if status.success() => None,
-        Some(status) => panic!("skiff-agent xdp-pass --iface {iface} --netns {netns} failed: {status}"),
+        Some(status) => {
+            let mut err = String::new();
+            if let Some(mut e) = p.child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            panic!("skiff-agent xdp-pass --iface {iface} --netns {netns} failed ({status}): {err}")
+        }
         None => Some(p),
     }
 }
