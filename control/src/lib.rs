@@ -1,5 +1,7 @@
 //! skiff-control: a Kubernetes-compatible apiserver over a revisioned store.
 
 pub mod api;
+pub mod bootstrap;
 pub mod registry;
+pub mod server;
 pub mod store;

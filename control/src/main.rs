@@ -1,6 +1,113 @@
-//! `skiff-control`: the mini-cluster's apiserver, store, scheduler and controllers (not built yet).
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!(
-        "skiff-control is not implemented yet; the dataplane runs standalone with `skiff-agent proxy`"
+//! `skiff-control`: the mini-cluster's Kubernetes-compatible apiserver with an embedded store.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use control::api::router::ApiOptions;
+use control::registry::RegistryConfig;
+use control::registry::alloc::{Ipv4Cidr, parse_port_range};
+use control::server::{self, ServerConfig};
+use control::store::embedded::EmbeddedOptions;
+
+/// Kubernetes-compatible API server for the Skiff mini-cluster.
+#[derive(Debug, Parser)]
+#[command(name = "skiff-control", version)]
+struct Args {
+    /// Directory for the store and generated credentials [default: $XDG_DATA_HOME/skiff-control]
+    #[arg(long, env = "SKIFF_CONTROL_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// Address clients should use to reach this server (written to the kubeconfig) [default: the listen address]
+    #[arg(long)]
+    advertise_address: Option<String>,
+    /// Storage backend: `embedded` (durable redb file in the data dir) or `etcd`.
+    #[arg(long, default_value = "embedded")]
+    store: String,
+    /// etcd endpoints for `--store etcd`, comma separated.
+    #[arg(long, value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+    /// CIDR that Service ClusterIPs are allocated from.
+    #[arg(long, default_value = "10.96.0.0/16")]
+    service_cidr: Ipv4Cidr,
+    /// Inclusive port range for NodePorts.
+    #[arg(long, default_value = "30000-32767", value_parser = parse_port_range)]
+    node_port_range: (u16, u16),
+    /// CIDR that LoadBalancer Service addresses are allocated from.
+    #[arg(long)]
+    lb_pool: Option<Ipv4Cidr>,
+    /// Write an admin kubeconfig for this server to FILE.
+    #[arg(long, value_name = "FILE")]
+    kubeconfig_out: Option<PathBuf>,
+    /// Revisions of watch history to keep before compacting.
+    #[arg(long, default_value_t = 50_000)]
+    history_limit: u64,
+}
+
+fn default_data_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".local").join("share")));
+    base.unwrap_or_else(|| PathBuf::from(".")).join("skiff-control")
+}
+
+fn kubeconfig(server: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server}\n\
+         contexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: admin\n    namespace: default\n\
+         current-context: skiff\nusers:\n- name: admin\n  user: {{}}\n"
     )
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let args = Args::parse();
+    match args.store.as_str() {
+        "embedded" => {}
+        "etcd" => bail!(
+            "--store etcd is not available in this build yet; use --store embedded (endpoints given: {:?})",
+            args.etcd_endpoints
+        ),
+        other => bail!("unknown --store {other:?}; use `embedded` or `etcd`"),
+    }
+    if args.lb_pool.is_some() {
+        tracing::warn!("--lb-pool is accepted but LoadBalancer address allocation is not implemented yet");
+    }
+    let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
+    let config = ServerConfig {
+        data_dir: data_dir.clone(),
+        listen: args.listen,
+        registry: RegistryConfig {
+            service_cidr: args.service_cidr,
+            node_ports: args.node_port_range,
+        },
+        api: ApiOptions::default(),
+        store: EmbeddedOptions {
+            history_limit: args.history_limit,
+            ..EmbeddedOptions::default()
+        },
+    };
+    let running = server::start(config).await.context("starting skiff-control")?;
+    if let Some(path) = &args.kubeconfig_out {
+        let host = args
+            .advertise_address
+            .clone()
+            .unwrap_or_else(|| running.addr.ip().to_string());
+        let url = format!("http://{host}:{}", running.addr.port());
+        std::fs::write(path, kubeconfig(&url)).with_context(|| format!("writing {}", path.display()))?;
+        tracing::info!(path = %path.display(), "wrote kubeconfig");
+    }
+    tokio::select! {
+        result = running.wait() => result.context("serving the API")?,
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
+    }
+    Ok(())
 }

@@ -1,5 +1,14 @@
 //! The HTTP API: routing, discovery, CRUD, watch streams and Kubernetes `Status` errors.
 
+pub mod discovery;
+pub mod objects;
+pub mod openapi;
 pub mod path;
+pub mod query;
+pub mod read;
+pub mod router;
 pub mod selector;
 pub mod status;
+pub mod table;
+pub mod watch;
+pub mod write;

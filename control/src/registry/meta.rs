@@ -1,6 +1,6 @@
 //! Object metadata rules shared by every kind: names, generateName, uid, timestamps, generation.
 
-use k8s_openapi::jiff::{Timestamp, Unit};
+use k8s_openapi::jiff::Timestamp;
 use rand::Rng;
 use serde_json::{Value, json};
 
@@ -10,12 +10,19 @@ use super::validation::{FieldError, dns1035_label, dns1123_label, dns1123_subdom
 /// Characters kube-apiserver uses for generateName suffixes (no vowels, no confusable digits).
 const SUFFIX_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
 
+/// Seconds since the Unix epoch, now.
+pub fn unix_now() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+}
+
 /// The current time as Kubernetes serialises it (RFC 3339, whole seconds, UTC).
 pub fn now() -> String {
-    Timestamp::now()
-        .round(Unit::Second)
+    Timestamp::from_second(unix_now())
         .map(|t| t.to_string())
-        .unwrap_or_else(|_| Timestamp::now().to_string())
+        .unwrap_or_else(|_| "1970-01-01T00:00:00Z".into())
 }
 
 /// A random RFC 4122 version 4 UUID.

@@ -1,0 +1,402 @@
+//! JSON object helpers: decoding bodies, unknown-field detection, resourceVersion, merge and JSON patches.
+
+use serde_json::{Value, json};
+
+use super::status::ApiError;
+use crate::registry::kinds::Kind;
+use crate::store::{KeyValue, Revision};
+
+/// Decodes a stored value and stamps `metadata.resourceVersion`.
+pub fn from_store(value: &[u8], revision: Revision) -> Result<Value, ApiError> {
+    let mut object: Value = serde_json::from_slice(value)
+        .map_err(|e| ApiError::internal(format!("corrupt stored object: {e}")))?;
+    object["metadata"]["resourceVersion"] = json!(revision.to_string());
+    Ok(object)
+}
+
+/// Decodes a stored key-value at its own revision.
+pub fn from_kv(kv: &KeyValue) -> Result<Value, ApiError> {
+    from_store(&kv.value, kv.mod_revision)
+}
+
+/// The bytes to store: the object without `metadata.resourceVersion` (the store's revision is the truth).
+pub fn to_store(object: &Value) -> Vec<u8> {
+    let mut object = object.clone();
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("resourceVersion");
+    }
+    serde_json::to_vec(&object).expect("JSON values always serialise")
+}
+
+/// Parses a request body as a JSON object.
+pub fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request("the request body must be a JSON object"));
+    }
+    Ok(value)
+}
+
+/// Checks apiVersion/kind in a body against the URL's kind and fills them in when absent.
+pub fn check_type(kind: &Kind, object: &mut Value) -> Result<(), ApiError> {
+    let expected = kind.api_version();
+    match object.get("apiVersion").and_then(Value::as_str) {
+        Some(v) if v != expected => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({v}) does not match the expected API version ({expected})"
+            )));
+        }
+        _ => object["apiVersion"] = json!(expected),
+    }
+    match object.get("kind").and_then(Value::as_str) {
+        Some(k) if k != kind.kind => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                kind.kind
+            )));
+        }
+        _ => object["kind"] = json!(kind.kind),
+    }
+    Ok(())
+}
+
+/// Fields present in `input` that the typed round trip dropped (`spec.foo`, `spec.ports[0].bar`).
+pub fn unknown_fields(input: &Value, typed: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    walk_unknown(input, typed, "", &mut out);
+    out
+}
+
+fn walk_unknown(input: &Value, typed: &Value, path: &str, out: &mut Vec<String>) {
+    match (input, typed) {
+        (Value::Object(i), Value::Object(t)) => {
+            for (key, value) in i {
+                let sub = if path.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{path}.{key}")
+                };
+                match t.get(key) {
+                    Some(tv) => walk_unknown(value, tv, &sub, out),
+                    None if value.is_null() => {}
+                    // Maps of free-form values (labels, data) keep every key, so a missing key is unknown.
+                    None => out.push(sub),
+                }
+            }
+        }
+        (Value::Array(i), Value::Array(t)) => {
+            for (n, (iv, tv)) in i.iter().zip(t).enumerate() {
+                walk_unknown(iv, tv, &format!("{path}[{n}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Decodes `object` through the kind's typed schema, reporting unknown fields.
+pub fn normalize(kind: &Kind, object: Value) -> Result<(Value, Vec<String>), ApiError> {
+    let typed = (kind.normalize)(object.clone()).map_err(|e| {
+        ApiError::bad_request(format!(
+            "error decoding {} {}: {e}",
+            kind.api_version(),
+            kind.kind
+        ))
+    })?;
+    let unknown = unknown_fields(&object, &typed);
+    Ok((typed, unknown))
+}
+
+/// RFC 7386 JSON merge patch.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            let t = target.as_object_mut().expect("made an object above");
+            for (key, value) in p {
+                if value.is_null() {
+                    t.remove(key);
+                } else {
+                    merge_patch(t.entry(key.clone()).or_insert(Value::Null), value);
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+/// A strategic merge patch, approximated: merge semantics for maps, lists of named items merged by name,
+/// other lists replaced; `$patch`/`$setElementOrder`/`$retainKeys` directives are honoured minimally.
+pub fn strategic_merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(p) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if p.get("$patch").and_then(Value::as_str) == Some("replace") {
+        let mut replaced = patch.clone();
+        if let Some(m) = replaced.as_object_mut() {
+            m.remove("$patch");
+        }
+        *target = replaced;
+        return;
+    }
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let t = target.as_object_mut().expect("made an object above");
+    for (key, value) in p {
+        if key.starts_with('$') {
+            continue;
+        }
+        match value {
+            Value::Null => {
+                t.remove(key);
+            }
+            Value::Array(items) if items.iter().all(|i| i.get("name").is_some()) && !items.is_empty() => {
+                let existing = t.entry(key.clone()).or_insert_with(|| json!([]));
+                if !existing.is_array() {
+                    *existing = json!([]);
+                }
+                let list = existing.as_array_mut().expect("made an array above");
+                for item in items {
+                    let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
+                    let pos = list.iter().position(|e| e.get("name") == item.get("name"));
+                    match (pos, delete) {
+                        (Some(i), true) => {
+                            list.remove(i);
+                        }
+                        (Some(i), false) => strategic_merge_patch(&mut list[i], item),
+                        (None, false) => {
+                            let mut fresh = Value::Null;
+                            strategic_merge_patch(&mut fresh, item);
+                            list.push(fresh);
+                        }
+                        (None, true) => {}
+                    }
+                }
+            }
+            Value::Object(_) => strategic_merge_patch(t.entry(key.clone()).or_insert(Value::Null), value),
+            other => {
+                t.insert(key.clone(), other.clone());
+            }
+        }
+    }
+}
+
+fn pointer_parts(path: &str) -> Result<Vec<String>, ApiError> {
+    if path.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rest = path
+        .strip_prefix('/')
+        .ok_or_else(|| ApiError::bad_request(format!("invalid JSON pointer {path:?}")))?;
+    Ok(rest
+        .split('/')
+        .map(|p| p.replace("~1", "/").replace("~0", "~"))
+        .collect())
+}
+
+fn parent_of<'a>(doc: &'a mut Value, parts: &[String]) -> Result<&'a mut Value, ApiError> {
+    let mut cur = doc;
+    for part in parts {
+        cur = match cur {
+            Value::Object(m) => m.get_mut(part),
+            Value::Array(a) => part.parse::<usize>().ok().and_then(move |i| a.get_mut(i)),
+            _ => None,
+        }
+        .ok_or_else(|| ApiError::bad_request(format!("jsonpatch: path segment {part:?} does not exist")))?;
+    }
+    Ok(cur)
+}
+
+fn remove_at(doc: &mut Value, path: &str) -> Result<Value, ApiError> {
+    let parts = pointer_parts(path)?;
+    let (last, parents) = parts
+        .split_last()
+        .ok_or_else(|| ApiError::bad_request("jsonpatch: cannot remove the root"))?;
+    let missing = || {
+        ApiError::bad_request(format!(
+            "jsonpatch remove operation does not apply: doc is missing path: {path}"
+        ))
+    };
+    match parent_of(doc, parents)? {
+        Value::Object(m) => m.remove(last).ok_or_else(missing),
+        Value::Array(a) => {
+            let i = last
+                .parse::<usize>()
+                .ok()
+                .filter(|i| *i < a.len())
+                .ok_or_else(missing)?;
+            Ok(a.remove(i))
+        }
+        _ => Err(missing()),
+    }
+}
+
+fn add_at(doc: &mut Value, path: &str, value: Value) -> Result<(), ApiError> {
+    let parts = pointer_parts(path)?;
+    let Some((last, parents)) = parts.split_last() else {
+        *doc = value;
+        return Ok(());
+    };
+    match parent_of(doc, parents)? {
+        Value::Object(m) => {
+            m.insert(last.clone(), value);
+            Ok(())
+        }
+        Value::Array(a) => {
+            let i = if last == "-" {
+                a.len()
+            } else {
+                last.parse::<usize>().unwrap_or(usize::MAX)
+            };
+            if i > a.len() {
+                return Err(ApiError::bad_request(format!(
+                    "jsonpatch add: index out of range in {path}"
+                )));
+            }
+            a.insert(i, value);
+            Ok(())
+        }
+        _ => Err(ApiError::bad_request(format!(
+            "jsonpatch add: {path} has no container parent"
+        ))),
+    }
+}
+
+/// RFC 6902 JSON patch.
+pub fn json_patch(doc: &mut Value, ops: &Value) -> Result<(), ApiError> {
+    let ops = ops
+        .as_array()
+        .ok_or_else(|| ApiError::bad_request("a JSON patch must be an array of operations"))?;
+    for op in ops {
+        let field = |f: &str| op.get(f).and_then(Value::as_str).map(str::to_owned);
+        let path = field("path").ok_or_else(|| ApiError::bad_request("jsonpatch: operation without path"))?;
+        let value = || {
+            op.get("value")
+                .cloned()
+                .ok_or_else(|| ApiError::bad_request("jsonpatch: operation without value"))
+        };
+        match field("op").as_deref() {
+            Some("add") => add_at(doc, &path, value()?)?,
+            Some("remove") => {
+                remove_at(doc, &path)?;
+            }
+            Some("replace") => {
+                remove_at(doc, &path)?;
+                add_at(doc, &path, value()?)?;
+            }
+            Some("test") => {
+                if doc.pointer(&path) != Some(&value()?) {
+                    return Err(ApiError::bad_request(format!(
+                        "jsonpatch test operation failed at {path}"
+                    )));
+                }
+            }
+            Some(op @ ("move" | "copy")) => {
+                let from = field("from")
+                    .ok_or_else(|| ApiError::bad_request("jsonpatch: move/copy without from"))?;
+                let v = if op == "move" {
+                    remove_at(doc, &from)?
+                } else {
+                    doc.pointer(&from)
+                        .cloned()
+                        .ok_or_else(|| ApiError::bad_request(format!("jsonpatch: missing {from}")))?
+                };
+                add_at(doc, &path, v)?;
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "jsonpatch: unsupported operation {other:?}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::kinds::find;
+
+    #[test]
+    fn unknown_fields_are_reported_with_paths() {
+        let svc = find("", "v1", "services").unwrap();
+        let input = json!({"metadata": {"name": "s", "labels": {"a": "b"}}, "spec": {"ports": [{"port": 80, "bogus": 1}], "nope": true}, "extra": null});
+        let (typed, unknown) = normalize(svc, input).unwrap();
+        assert_eq!(
+            unknown,
+            vec!["spec.nope".to_owned(), "spec.ports[0].bogus".to_owned()]
+        );
+        assert_eq!(typed["metadata"]["labels"]["a"], "b");
+        assert!(normalize(svc, json!({"spec": {"ports": "x"}})).is_err());
+    }
+
+    #[test]
+    fn store_round_trip_sets_resource_version() {
+        let obj = json!({"metadata": {"name": "a", "resourceVersion": "5"}});
+        let bytes = to_store(&obj);
+        assert!(!String::from_utf8_lossy(&bytes).contains("resourceVersion"));
+        assert_eq!(from_store(&bytes, 9).unwrap()["metadata"]["resourceVersion"], "9");
+    }
+
+    #[test]
+    fn type_checks() {
+        let cm = find("", "v1", "configmaps").unwrap();
+        let mut ok = json!({});
+        check_type(cm, &mut ok).unwrap();
+        assert_eq!(
+            (ok["apiVersion"].as_str(), ok["kind"].as_str()),
+            (Some("v1"), Some("ConfigMap"))
+        );
+        assert!(check_type(cm, &mut json!({"apiVersion": "apps/v1"})).is_err());
+        assert!(check_type(cm, &mut json!({"kind": "Secret"})).is_err());
+    }
+
+    #[test]
+    fn merge_patch_rfc7386() {
+        let mut doc = json!({"a": "b", "c": {"d": "e", "f": "g"}});
+        merge_patch(&mut doc, &json!({"a": "z", "c": {"f": null}}));
+        assert_eq!(doc, json!({"a": "z", "c": {"d": "e"}}));
+    }
+
+    #[test]
+    fn strategic_patch_merges_named_lists() {
+        let mut doc =
+            json!({"spec": {"containers": [{"name": "a", "image": "x:1"}, {"name": "b", "image": "y:1"}]}});
+        strategic_merge_patch(
+            &mut doc,
+            &json!({"spec": {"$setElementOrder/containers": [{"name": "a"}], "containers": [{"name": "a", "image": "x:2"}, {"name": "b", "$patch": "delete"}]}}),
+        );
+        assert_eq!(
+            doc,
+            json!({"spec": {"containers": [{"name": "a", "image": "x:2"}]}})
+        );
+    }
+
+    #[test]
+    fn json_patch_ops() {
+        let mut doc = json!({"metadata": {"labels": {"a": "1"}}, "list": [1, 2]});
+        json_patch(
+            &mut doc,
+            &json!([
+                {"op": "add", "path": "/metadata/labels/b~1c", "value": "2"},
+                {"op": "replace", "path": "/list/0", "value": 9},
+                {"op": "add", "path": "/list/-", "value": 3},
+                {"op": "remove", "path": "/metadata/labels/a"},
+                {"op": "test", "path": "/list/2", "value": 3},
+                {"op": "copy", "from": "/list/0", "path": "/first"}
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            doc,
+            json!({"metadata": {"labels": {"b/c": "2"}}, "list": [9, 2, 3], "first": 9})
+        );
+        assert!(json_patch(&mut doc, &json!([{"op": "remove", "path": "/nope"}])).is_err());
+        assert!(json_patch(&mut doc, &json!([{"op": "test", "path": "/first", "value": 1}])).is_err());
+    }
+}

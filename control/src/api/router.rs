@@ -1,0 +1,160 @@
+//! Request dispatch: the shared server state and the one handler that routes every request.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use super::path::{self, ResourcePath, Route};
+use super::query::{Query, wants_table};
+use super::status::ApiError;
+use super::{discovery, read, watch, write};
+use crate::registry::Registry;
+use crate::registry::kinds::{self, Kind};
+use crate::store::Store;
+
+/// Limits and timings of the API server.
+#[derive(Debug, Clone, Copy)]
+pub struct ApiOptions {
+    /// Largest accepted request body (kube-apiserver uses 3 MiB).
+    pub max_body: usize,
+    /// Interval between watch bookmarks (when the client allows them).
+    pub bookmark_interval: Duration,
+    /// Watch duration when the client gives no timeoutSeconds.
+    pub default_watch_timeout: Duration,
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        Self {
+            max_body: 3 * 1024 * 1024,
+            bookmark_interval: Duration::from_secs(60),
+            default_watch_timeout: Duration::from_secs(1800),
+        }
+    }
+}
+
+/// Everything a request handler needs.
+pub struct ApiState {
+    pub store: Arc<dyn Store>,
+    pub registry: Registry,
+    pub options: ApiOptions,
+}
+
+/// A resource request after routing: the kind, the URL parts, the query and the headers that matter.
+pub struct Ctx {
+    pub kind: &'static Kind,
+    pub path: ResourcePath,
+    pub query: Query,
+    pub table: bool,
+    pub content_type: String,
+}
+
+impl Ctx {
+    pub fn namespace(&self) -> Option<&str> {
+        self.path.namespace.as_deref().filter(|_| self.kind.namespaced)
+    }
+
+    pub fn name(&self) -> &str {
+        self.path.name.as_deref().unwrap_or("")
+    }
+}
+
+/// Builds the axum router serving the whole API.
+pub fn router(state: Arc<ApiState>) -> Router {
+    Router::new().fallback(dispatch).with_state(state)
+}
+
+/// A JSON response with the given status.
+pub fn json_response(code: StatusCode, value: &Value) -> Response {
+    let body = serde_json::to_vec(value).expect("JSON values always serialise");
+    let mut response = (code, body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+async fn dispatch(State(state): State<Arc<ApiState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let started = std::time::Instant::now();
+    let method = parts.method.clone();
+    let uri = parts.uri.clone();
+    let response = match route(&state, parts.method, &parts.uri, &parts.headers, body).await {
+        Ok(response) => response,
+        Err(err) => err.into_response(),
+    };
+    tracing::debug!(%method, %uri, status = response.status().as_u16(), elapsed = ?started.elapsed(), "request");
+    response
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| ApiError::too_large(limit))
+}
+
+async fn route(
+    state: &Arc<ApiState>,
+    method: Method,
+    uri: &axum::http::Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let route = path::parse(uri.path());
+    let resource = match route {
+        Route::Resource(resource) => resource,
+        other if method == Method::GET => return discovery::serve(&other, accept),
+        Route::NotFound => return Err(ApiError::no_route()),
+        _ => return Err(ApiError::method_not_allowed(method.as_str())),
+    };
+    let kind =
+        kinds::find(&resource.group, &resource.version, &resource.plural).ok_or_else(ApiError::no_route)?;
+    let ctx = Ctx {
+        kind,
+        query: Query::parse(uri.query()),
+        table: wants_table(accept),
+        content_type: headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("application/json")
+            .to_owned(),
+        path: resource,
+    };
+    if let Some(sub) = ctx.path.subresource.as_deref()
+        && !kind.subresources.contains(&sub)
+    {
+        return Err(ApiError::no_route());
+    }
+    let named = ctx.path.name.is_some();
+    let sub = ctx.path.subresource.clone();
+    match (method, named, sub.as_deref()) {
+        (Method::GET, false, None) if ctx.query.flag("watch") => watch::serve(state, &ctx).await,
+        (Method::GET, false, None) => read::list(state, &ctx).await,
+        (Method::GET, true, None | Some("status")) => read::get(state, &ctx).await,
+        (Method::POST, false, None) => {
+            let body = read_body(body, state.options.max_body).await?;
+            write::create(state, &ctx, &body).await
+        }
+        (Method::PUT, true, None | Some("status")) => {
+            let body = read_body(body, state.options.max_body).await?;
+            write::update(state, &ctx, &body).await
+        }
+        (Method::PATCH, true, None | Some("status")) => {
+            let body = read_body(body, state.options.max_body).await?;
+            write::patch(state, &ctx, &body).await
+        }
+        (Method::DELETE, true, None) => {
+            let body = read_body(body, state.options.max_body).await?;
+            write::delete(state, &ctx, &body).await
+        }
+        (Method::DELETE, false, None) => write::delete_collection(state, &ctx).await,
+        (method, _, _) => Err(ApiError::method_not_allowed(method.as_str())),
+    }
+}

@@ -1,0 +1,393 @@
+//! Writes: create, update (incl. status), patch (merge, JSON, strategic, apply), delete, deletecollection.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::Response;
+use serde_json::{Value, json};
+
+use super::objects::{self, check_type, normalize, parse_body};
+use super::read::{Filter, list_page};
+use super::router::{ApiState, Ctx, json_response};
+use super::status::ApiError;
+use crate::registry::kinds::{self, Kind};
+use crate::registry::meta;
+use crate::store::{KeyValue, Revision};
+
+/// How many times a patch is re-applied when a concurrent write wins the race.
+const PATCH_ATTEMPTS: usize = 5;
+
+/// Applies `fieldValidation` to unknown fields: an error under Strict, warnings otherwise.
+fn field_validation(ctx: &Ctx, unknown: &[String]) -> Result<Vec<String>, ApiError> {
+    if unknown.is_empty() {
+        return Ok(Vec::new());
+    }
+    let messages: Vec<String> = unknown.iter().map(|f| format!("unknown field {f:?}")).collect();
+    match ctx.query.get("fieldValidation") {
+        Some("Strict") => Err(ApiError::bad_request(format!(
+            "strict decoding error: {}",
+            messages.join(", ")
+        ))),
+        Some("Ignore") => Ok(Vec::new()),
+        _ => Ok(messages),
+    }
+}
+
+fn respond(code: StatusCode, object: &Value, warnings: &[String]) -> Response {
+    let mut response = json_response(code, object);
+    for warning in warnings {
+        let text = format!("299 - {:?}", warning);
+        if let Ok(value) = HeaderValue::from_str(&text) {
+            response.headers_mut().append("warning", value);
+        }
+    }
+    response
+}
+
+fn invalid(kind: &Kind, object: &Value, errors: &[crate::registry::validation::FieldError]) -> ApiError {
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    ApiError::invalid(kind, name, errors)
+}
+
+async fn ensure_namespace(state: &Arc<ApiState>, ctx: &Ctx) -> Result<(), ApiError> {
+    let Some(ns) = ctx.namespace() else { return Ok(()) };
+    let namespaces = kinds::find("", "v1", "namespaces").expect("namespaces are served");
+    let found = state
+        .store
+        .get(&namespaces.key(None, ns))
+        .await
+        .map_err(|e| ApiError::from_store(e, namespaces, ns))?;
+    found
+        .map(|_| ())
+        .ok_or_else(|| ApiError::not_found(namespaces, ns))
+}
+
+/// POST to a collection.
+pub async fn create(state: &Arc<ApiState>, ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
+    let object = parse_body(body)?;
+    create_object(state, ctx, object).await
+}
+
+async fn create_object(state: &Arc<ApiState>, ctx: &Ctx, mut object: Value) -> Result<Response, ApiError> {
+    let kind = ctx.kind;
+    check_type(kind, &mut object)?;
+    if let (Some(url_ns), Some(body_ns)) = (
+        ctx.namespace(),
+        object.pointer("/metadata/namespace").and_then(Value::as_str),
+    ) && url_ns != body_ns
+    {
+        return Err(ApiError::bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request",
+        ));
+    }
+    let (mut object, unknown) = normalize(kind, object)?;
+    let warnings = field_validation(ctx, &unknown)?;
+    ensure_namespace(state, ctx).await?;
+    meta::prepare_create(
+        kind,
+        &mut object,
+        ctx.namespace(),
+        &mut <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng(),
+    )
+    .map_err(|e| invalid(kind, &object, &e))?;
+    let claims = state
+        .registry
+        .admit_create(kind, &mut object)
+        .map_err(|e| invalid(kind, &object, &e))?;
+    let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    if ctx.query.dry_run() {
+        state.registry.release(&claims);
+        return Ok(respond(StatusCode::CREATED, &object, &warnings));
+    }
+    let key = kind.key(ctx.namespace(), &name);
+    match state.store.create(&key, objects::to_store(&object)).await {
+        Ok(kv) => Ok(respond(StatusCode::CREATED, &objects::from_kv(&kv)?, &warnings)),
+        Err(e) => {
+            state.registry.release(&claims);
+            Err(ApiError::from_store(e, kind, &name))
+        }
+    }
+}
+
+/// The object to store for an update: the main resource keeps the stored status, `/status` keeps the rest.
+fn merge_subresource(ctx: &Ctx, old: &Value, mut new: Value) -> Value {
+    match ctx.path.subresource.as_deref() {
+        Some("status") => {
+            let mut merged = old.clone();
+            merged["status"] = new.get("status").cloned().unwrap_or(Value::Null);
+            merged
+        }
+        _ if ctx.kind.subresources.contains(&"status") && ctx.kind.plural != "namespaces" => {
+            match old.get("status") {
+                Some(status) => new["status"] = status.clone(),
+                None => {
+                    if let Some(m) = new.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+            }
+            new
+        }
+        _ => new,
+    }
+}
+
+async fn load(state: &Arc<ApiState>, ctx: &Ctx) -> Result<Option<KeyValue>, ApiError> {
+    let key = ctx.kind.key(ctx.namespace(), ctx.name());
+    state
+        .store
+        .get(&key)
+        .await
+        .map_err(|e| ApiError::from_store(e, ctx.kind, ctx.name()))
+}
+
+fn requested_revision(object: &Value) -> Result<Option<Revision>, ApiError> {
+    match object
+        .pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+    {
+        None | Some("") => Ok(None),
+        Some(rv) => rv
+            .parse()
+            .map(Some)
+            .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {rv:?}"))),
+    }
+}
+
+/// Stores `new` over `old_kv` after metadata rules and admission; deletes when the last finalizer went away.
+async fn finish_update(
+    state: &Arc<ApiState>,
+    ctx: &Ctx,
+    old_kv: &KeyValue,
+    mut new: Value,
+    warnings: &[String],
+) -> Result<Response, ApiError> {
+    let kind = ctx.kind;
+    let old = objects::from_kv(old_kv)?;
+    if let Some(rv) = requested_revision(&new)?
+        && rv != old_kv.mod_revision
+    {
+        return Err(ApiError::conflict(kind, ctx.name()));
+    }
+    new = merge_subresource(ctx, &old, new);
+    meta::prepare_update(kind, &old, &mut new);
+    let claims = state
+        .registry
+        .admit_update(kind, &old, &mut new)
+        .map_err(|e| invalid(kind, &new, &e))?;
+    if ctx.query.dry_run() {
+        state.registry.release(&claims);
+        new["metadata"]["resourceVersion"] = json!(old_kv.mod_revision.to_string());
+        return Ok(respond(StatusCode::OK, &new, warnings));
+    }
+    let finalizers_done = new
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty);
+    if new.pointer("/metadata/deletionTimestamp").is_some() && finalizers_done {
+        state.registry.release(&claims);
+        let event = state
+            .store
+            .delete(&old_kv.key, Some(old_kv.mod_revision))
+            .await
+            .map_err(|e| ApiError::from_store(e, kind, ctx.name()))?;
+        state.registry.deleted(kind, &old);
+        let gone = objects::from_store(&objects::to_store(&new), event.revision)?;
+        return Ok(respond(StatusCode::OK, &gone, warnings));
+    }
+    match state
+        .store
+        .update(&old_kv.key, objects::to_store(&new), Some(old_kv.mod_revision))
+        .await
+    {
+        Ok(kv) => {
+            state.registry.updated(kind, &old, &new);
+            Ok(respond(StatusCode::OK, &objects::from_kv(&kv)?, warnings))
+        }
+        Err(e) => {
+            state.registry.release(&claims);
+            Err(ApiError::from_store(e, kind, ctx.name()))
+        }
+    }
+}
+
+fn check_name(ctx: &Ctx, object: &Value) -> Result<(), ApiError> {
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if name != ctx.name() {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({name}) does not match the name on the URL ({})",
+            ctx.name()
+        )));
+    }
+    Ok(())
+}
+
+/// PUT of an object or its status.
+pub async fn update(state: &Arc<ApiState>, ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
+    let mut object = parse_body(body)?;
+    check_type(ctx.kind, &mut object)?;
+    let (object, unknown) = normalize(ctx.kind, object)?;
+    let warnings = field_validation(ctx, &unknown)?;
+    check_name(ctx, &object)?;
+    let old_kv = load(state, ctx)
+        .await?
+        .ok_or_else(|| ApiError::not_found(ctx.kind, ctx.name()))?;
+    finish_update(state, ctx, &old_kv, object, &warnings).await
+}
+
+/// PATCH of an object or its status.
+pub async fn patch(state: &Arc<ApiState>, ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
+    let patch: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    let media = ctx.content_type.split(';').next().unwrap_or("").trim().to_owned();
+    let apply = media == "application/apply-patch+yaml";
+    for attempt in 1..=PATCH_ATTEMPTS {
+        let Some(old_kv) = load(state, ctx).await? else {
+            if apply && ctx.path.subresource.is_none() {
+                let mut object = patch.clone();
+                object["metadata"]["name"] = json!(ctx.name());
+                return create_object(state, ctx, object).await;
+            }
+            return Err(ApiError::not_found(ctx.kind, ctx.name()));
+        };
+        let mut doc = objects::from_kv(&old_kv)?;
+        match media.as_str() {
+            "application/merge-patch+json" => objects::merge_patch(&mut doc, &patch),
+            "application/json-patch+json" => objects::json_patch(&mut doc, &patch)?,
+            "application/strategic-merge-patch+json" | "application/apply-patch+yaml" => {
+                objects::strategic_merge_patch(&mut doc, &patch);
+            }
+            other => return Err(ApiError::unsupported_media_type(other)),
+        }
+        let pinned = requested_revision(&doc)?
+            .filter(|rv| *rv != old_kv.mod_revision)
+            .is_some()
+            || patch.pointer("/metadata/resourceVersion").is_some();
+        if !pinned && let Some(m) = doc.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+        }
+        check_type(ctx.kind, &mut doc)?;
+        let (doc, unknown) = normalize(ctx.kind, doc)?;
+        let warnings = field_validation(ctx, &unknown)?;
+        check_name(ctx, &doc)?;
+        match finish_update(state, ctx, &old_kv, doc, &warnings).await {
+            Err(e) if e.reason == "Conflict" && !pinned && attempt < PATCH_ATTEMPTS => continue,
+            other => return other,
+        }
+    }
+    Err(ApiError::conflict(ctx.kind, ctx.name()))
+}
+
+/// DELETE of one object: immediate, or marked with deletionTimestamp while finalizers remain.
+pub async fn delete(state: &Arc<ApiState>, ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
+    let options = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        parse_body(body)?
+    };
+    let old_kv = load(state, ctx)
+        .await?
+        .ok_or_else(|| ApiError::not_found(ctx.kind, ctx.name()))?;
+    let old = objects::from_kv(&old_kv)?;
+    if let Some(uid) = options.pointer("/preconditions/uid").and_then(Value::as_str) {
+        let actual = old.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
+        if uid != actual {
+            let mut e = ApiError::conflict(ctx.kind, ctx.name());
+            e.message = format!(
+                "Operation cannot be fulfilled on {} {:?}: Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}",
+                ctx.kind.plural,
+                ctx.name()
+            );
+            return Err(e);
+        }
+    }
+    if let Some(rv) = options
+        .pointer("/preconditions/resourceVersion")
+        .and_then(Value::as_str)
+        && rv != old_kv.mod_revision.to_string()
+    {
+        let mut e = ApiError::conflict(ctx.kind, ctx.name());
+        e.message = format!(
+            "Operation cannot be fulfilled on {} {:?}: Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+            ctx.kind.plural,
+            ctx.name(),
+            old_kv.mod_revision
+        );
+        return Err(e);
+    }
+    if ctx.query.dry_run()
+        || options
+            .get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|d| !d.is_empty())
+    {
+        return Ok(json_response(StatusCode::OK, &old));
+    }
+    let has_finalizers = old
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty());
+    if has_finalizers {
+        if old.pointer("/metadata/deletionTimestamp").is_some() {
+            return Ok(json_response(StatusCode::ACCEPTED, &old));
+        }
+        let mut marked = old.clone();
+        marked["metadata"]["deletionTimestamp"] = json!(meta::now());
+        marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+        let kv = state
+            .store
+            .update(&old_kv.key, objects::to_store(&marked), Some(old_kv.mod_revision))
+            .await
+            .map_err(|e| ApiError::from_store(e, ctx.kind, ctx.name()))?;
+        return Ok(json_response(StatusCode::ACCEPTED, &objects::from_kv(&kv)?));
+    }
+    let event = state
+        .store
+        .delete(&old_kv.key, Some(old_kv.mod_revision))
+        .await
+        .map_err(|e| ApiError::from_store(e, ctx.kind, ctx.name()))?;
+    state.registry.deleted(ctx.kind, &old);
+    Ok(json_response(
+        StatusCode::OK,
+        &objects::from_store(&event.kv.value, event.revision)?,
+    ))
+}
+
+/// DELETE of a collection (with label/field selectors).
+pub async fn delete_collection(state: &Arc<ApiState>, ctx: &Ctx) -> Result<Response, ApiError> {
+    if !ctx.kind.verbs.contains(&"deletecollection") {
+        return Err(ApiError::method_not_allowed("deletecollection"));
+    }
+    let filter = Filter::from_ctx(ctx)?;
+    let page = list_page(state, ctx, &filter).await?;
+    let mut deleted = Vec::new();
+    for object in page.items {
+        let ns = object.pointer("/metadata/namespace").and_then(Value::as_str);
+        let name = object
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let key = ctx.kind.key(ns, name);
+        let rv = object
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .and_then(|r| r.parse().ok());
+        if let Ok(event) = state.store.delete(&key, rv).await {
+            state.registry.deleted(ctx.kind, &object);
+            deleted.push(objects::from_store(&event.kv.value, event.revision)?);
+        }
+    }
+    let list = json!({
+        "kind": format!("{}List", ctx.kind.kind),
+        "apiVersion": ctx.kind.api_version(),
+        "metadata": {"resourceVersion": page.revision.to_string()},
+        "items": deleted,
+    });
+    Ok(json_response(StatusCode::OK, &list))
+}
