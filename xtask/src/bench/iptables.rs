@@ -31,7 +31,7 @@ impl Table {
         for c in self.chains.iter().filter(|c| keep(c)) {
             let _ = writeln!(out, ":{c} - [0:0]");
         }
-        for (c, line) in self.rules.iter().filter(|(c, _)| keep(c)) {
+        for (_, line) in self.rules.iter().filter(|(c, _)| keep(c)) {
             let _ = writeln!(out, "{line}");
         }
         out.push_str("COMMIT\n");
@@ -291,6 +291,15 @@ pub fn service_chains(s: &ServicePort) -> BTreeSet<String> {
 /// Jumps from the built-in chains into kube-proxy's chains (kube-proxy adds these with `iptables -I` once at start).
 pub fn jump_rules() -> String {
     let mut out = String::from("*filter\n");
+    for c in [
+        "KUBE-SERVICES",
+        "KUBE-EXTERNAL-SERVICES",
+        "KUBE-FORWARD",
+        "KUBE-NODEPORTS",
+        "KUBE-PROXY-FIREWALL",
+    ] {
+        let _ = writeln!(out, ":{c} - [0:0]");
+    }
     for (chain, args) in [
         (
             "INPUT",
@@ -332,6 +341,9 @@ pub fn jump_rules() -> String {
         let _ = writeln!(out, "-A {chain} {args}");
     }
     out.push_str("COMMIT\n*nat\n");
+    for c in ["KUBE-SERVICES", "KUBE-POSTROUTING"] {
+        let _ = writeln!(out, ":{c} - [0:0]");
+    }
     for (chain, args) in [
         (
             "OUTPUT",

@@ -170,17 +170,24 @@ pub fn service_rules(s: &ServicePort, cfg: &ClusterConfig, o: &mut String) {
         return;
     }
     let svc = service_chain(s);
-    let _ = writeln!(o, "add chain {T} {svc}");
-    let _ = writeln!(
-        o,
-        "add rule {T} {svc} ip daddr {} ip saddr != {} jump mark-for-masquerade",
-        s.cluster_ip, cfg.cluster_cidr
-    );
     let eps: Vec<String> = s
         .endpoints
         .iter()
         .map(|e| endpoint_chain(s, &e.ip.to_string(), e.port))
         .collect();
+    // Chains first: the service's verdict map jumps to endpoint chains, which must exist by then.
+    let _ = writeln!(o, "add chain {T} {svc}");
+    if s.node_port.is_some() {
+        let _ = writeln!(o, "add chain {T} {}", external_chain(s));
+    }
+    for chain in &eps {
+        let _ = writeln!(o, "add chain {T} {chain}");
+    }
+    let _ = writeln!(
+        o,
+        "add rule {T} {svc} ip daddr {} ip saddr != {} jump mark-for-masquerade",
+        s.cluster_ip, cfg.cluster_cidr
+    );
     let vmap: Vec<String> = eps
         .iter()
         .enumerate()
@@ -194,12 +201,11 @@ pub fn service_rules(s: &ServicePort, cfg: &ClusterConfig, o: &mut String) {
     );
     if s.node_port.is_some() {
         let ext = external_chain(s);
-        let _ = writeln!(o, "add chain {T} {ext}");
         let _ = writeln!(o, "add rule {T} {ext} jump mark-for-masquerade");
         let _ = writeln!(o, "add rule {T} {ext} goto {svc}");
     }
     for (e, chain) in s.endpoints.iter().zip(&eps) {
-        endpoint_rules(s, e.ip, e.port, chain, o);
+        endpoint_rules(s, e.ip, e.port, chain, false, o);
     }
     o.push('\n');
     let _ = writeln!(o, "add element {T} cluster-ips {{ {} }}", s.cluster_ip);
@@ -217,8 +223,17 @@ pub fn service_rules(s: &ServicePort, cfg: &ClusterConfig, o: &mut String) {
     }
 }
 
-fn endpoint_rules(s: &ServicePort, ip: std::net::Ipv4Addr, port: u16, chain: &str, o: &mut String) {
-    let _ = writeln!(o, "add chain {T} {chain}");
+fn endpoint_rules(
+    s: &ServicePort,
+    ip: std::net::Ipv4Addr,
+    port: u16,
+    chain: &str,
+    declare: bool,
+    o: &mut String,
+) {
+    if declare {
+        let _ = writeln!(o, "add chain {T} {chain}");
+    }
     let _ = writeln!(o, "add rule {T} {chain} ip saddr {ip} jump mark-for-masquerade");
     let _ = writeln!(
         o,
@@ -259,7 +274,7 @@ pub fn endpoint_change(old: &ServicePort, new: &ServicePort, cfg: &ClusterConfig
         .collect();
     for (e, chain) in new.endpoints.iter().zip(&eps) {
         if !old_eps.contains(chain) {
-            endpoint_rules(new, e.ip, e.port, chain, &mut o);
+            endpoint_rules(new, e.ip, e.port, chain, true, &mut o);
         }
     }
     let vmap: Vec<String> = eps
@@ -348,9 +363,9 @@ mod tests {
         assert_eq!(
             o,
             "add chain ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80
+add chain ip kube-proxy endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80
 add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 ip daddr 172.30.0.41 ip saddr != 10.0.0.0/8 jump mark-for-masquerade
 add rule ip kube-proxy service-ULMVA6XW-ns1/svc1/tcp/p80 numgen random mod 1 vmap { 0 : goto endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80 }
-add chain ip kube-proxy endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80
 add rule ip kube-proxy endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80 ip saddr 10.180.0.1 jump mark-for-masquerade
 add rule ip kube-proxy endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80 meta l4proto tcp dnat to 10.180.0.1:80
 

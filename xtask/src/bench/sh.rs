@@ -1,0 +1,70 @@
+//! Running the system tools the testbed needs (ip, iptables-restore, nft, ethtool, conntrack), with time limits.
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// Runs `prog args` with `stdin` fed in, fails with its stderr if it fails or outlives `limit`.
+pub fn run_input(prog: &str, args: &[&str], stdin: Option<&str>, limit: Duration) -> Result<String> {
+    let mut child = Command::new(prog)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| {
+            format!("cannot start `{prog}` (is it installed? `cargo xtask setup` installs it)")
+        })?;
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().context("stdin pipe")?;
+        let input = input.to_string();
+        // A writer thread, so a child that stops reading cannot block us past the limit.
+        std::thread::spawn(move || {
+            let _ = pipe.write_all(input.as_bytes());
+        });
+    }
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait()? {
+            let out = child.wait_with_output()?;
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            if !status.success() {
+                let err = String::from_utf8_lossy(&out.stderr);
+                bail!("`{prog} {}` failed ({status}): {}", args.join(" "), err.trim());
+            }
+            return Ok(stdout);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("`{prog} {}` did not finish within {limit:?}", args.join(" "));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Runs `prog args` (10 s limit) and returns stdout.
+pub fn run(prog: &str, args: &[&str]) -> Result<String> {
+    run_input(prog, args, None, Duration::from_secs(10))
+}
+
+/// Runs a command inside network namespace `ns` through `ip netns exec`.
+pub fn in_ns(ns: &str, args: &[&str]) -> Result<String> {
+    let mut full = vec!["netns", "exec", ns];
+    full.extend_from_slice(args);
+    run("ip", &full)
+}
+
+/// Like [`in_ns`] with stdin and a custom limit; returns stdout and the wall time it took.
+pub fn in_ns_timed(ns: &str, args: &[&str], stdin: &str, limit: Duration) -> Result<(String, Duration)> {
+    let mut full = vec!["netns", "exec", ns];
+    full.extend_from_slice(args);
+    let start = Instant::now();
+    let out = run_input("ip", &full, Some(stdin), limit)?;
+    Ok((out, start.elapsed()))
+}
