@@ -212,6 +212,15 @@ impl Fixture {
         self.hash::<CtKey, CtValue>(maps::CONNTRACK).get(key, 0).ok()
     }
 
+    /// Removes every conntrack entry (a fresh start for selection tests).
+    pub fn ct_clear(&mut self) {
+        let mut ct = self.hash::<CtKey, CtValue>(maps::CONNTRACK);
+        let keys: Vec<CtKey> = ct.keys().map(|k| k.expect("iterate conntrack")).collect();
+        for k in keys {
+            ct.remove(&k).expect("remove conntrack entry");
+        }
+    }
+
     pub fn ct_put(&mut self, key: CtKey, value: CtValue) {
         self.hash::<CtKey, CtValue>(maps::CONNTRACK)
             .insert(key, value, 0)

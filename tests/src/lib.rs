@@ -2,4 +2,5 @@
 pub mod cluster;
 pub mod netns;
 pub mod fixture;
+pub mod fixture_netns;
 pub mod fixture_packet;
