@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Watch Services and EndpointSlices and program the eBPF dataplane (runs until SIGINT/SIGTERM).
-    Proxy(ProxyArgs),
+    Proxy(Box<ProxyArgs>),
     /// Show what the pinned maps of a node hold (works without a running agent).
     Inspect(InspectArgs),
     /// Detach and remove every link, program and map Skiff pinned for a node (or for all nodes).

@@ -4,3 +4,4 @@ pub mod bpf;
 pub mod proxy;
 pub mod metrics;
 pub mod cli;
+pub mod run;

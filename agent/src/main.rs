@@ -1,7 +1,175 @@
 //! `skiff-agent`: command-line entry point.
-use anyhow::Result;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use skiff_agent::{
+    bpf::{
+        attach::{AttachConfig, attach_xdp_pass, default_cgroup},
+        cleanup::{Removed, cleanup_all, cleanup_node},
+        ct_gc::CtTimeouts,
+        explain::FlowQuery,
+        inspect::{What, inspect},
+        loader::{MapSizes, load_only},
+        netns, object_bytes,
+        pins::PinDir,
+    },
+    cli::{CleanupArgs, Cli, Command, InspectArgs, InspectWhat, ProxyArgs, XdpPassArgs},
+    proxy::SourceConfig,
+    run::{ProxyConfig, run},
+};
 
 fn main() -> Result<()> {
-    println!("eBPF object: {} bytes", skiff_agent::bpf::object_bytes().len());
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Proxy(a) => proxy(*a),
+        Command::Inspect(a) => inspect_cmd(a),
+        Command::Cleanup(a) => cleanup_cmd(a),
+        Command::XdpPass(a) => xdp_pass(a),
+    }
+}
+
+fn proxy(a: ProxyArgs) -> Result<()> {
+    let attach = AttachConfig {
+        mode: a.mode,
+        cgroup: a.cgroup.unwrap_or_else(default_cgroup),
+        pod_ifaces: a.pod_ifaces,
+        uplink: a.uplink,
+        xdp_mode: a.xdp_mode,
+        netns: a.netns,
+        rescan: Duration::from_secs(2),
+    };
+    let sizes = MapSizes {
+        services: a.sizes.services_size,
+        backends: a.sizes.backends_size,
+        slots: a.sizes.slots_size,
+        conntrack: a.sizes.ct_size,
+        affinity: a.sizes.affinity_size,
+        ..MapSizes::default()
+    };
+    let ct_timeouts = CtTimeouts {
+        tcp_established: Duration::from_secs(a.gc.ct_tcp_timeout),
+        tcp_closing: Duration::from_secs(a.gc.ct_tcp_closing_timeout),
+        udp: Duration::from_secs(a.gc.ct_udp_timeout),
+    };
+    // The runtime is built only now: netns work happens on dedicated threads, never on runtime workers.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let source = match (a.manifests, a.kubeconfig) {
+            (Some(dir), _) => SourceConfig::Manifests(dir),
+            (None, kubeconfig) => SourceConfig::Kube(kube_client(kubeconfig).await?),
+        };
+        run(ProxyConfig {
+            node_name: a.node_name,
+            source,
+            attach,
+            node_ip: a.node_ip,
+            hairpin_ip: a.hairpin_ip,
+            snat_ports: a.snat_ports,
+            sizes,
+            metrics_addr: a.metrics_addr,
+            ct_timeouts,
+            ct_gc_interval: Duration::from_secs(a.gc.ct_gc_interval.max(1)),
+            ct_gc_batch: a.gc.ct_gc_batch,
+        })
+        .await
+    })
+}
+
+/// A client from a kubeconfig file, or the in-cluster config when none is given.
+async fn kube_client(kubeconfig: Option<std::path::PathBuf>) -> Result<kube::Client> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(&path)
+                .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::incluster()
+            .context("no --manifests, no --kubeconfig and not running in a cluster: pass one of them")?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+fn node_pin(node: &str) -> Result<PinDir> {
+    anyhow::ensure!(
+        !node.is_empty(),
+        "which node? pass --node-name (or set NODE_NAME)"
+    );
+    Ok(PinDir::for_node(node)?)
+}
+
+fn inspect_cmd(a: InspectArgs) -> Result<()> {
+    let pin = node_pin(&a.node_name)?;
+    anyhow::ensure!(
+        pin.path().exists(),
+        "nothing pinned for node {} ({} does not exist): is its agent running?",
+        a.node_name,
+        pin.path().display()
+    );
+    let what = match a.what {
+        InspectWhat::Services => What::Services,
+        InspectWhat::Backends => What::Backends,
+        InspectWhat::Conntrack => What::Conntrack,
+        InspectWhat::Affinity => What::Affinity,
+        InspectWhat::Flow { src, dst, proto } => What::Flow(FlowQuery {
+            src,
+            dst,
+            proto: proto.number(),
+        }),
+    };
+    print!("{}", inspect(&pin, &what)?);
+    Ok(())
+}
+
+fn report(r: &Removed) {
+    if r.is_empty() {
+        println!("nothing to remove");
+        return;
+    }
+    for p in &r.links {
+        println!("detached link {}", p.display());
+    }
+    for p in r.maps.iter().chain(&r.other) {
+        println!("removed {}", p.display());
+    }
+    println!(
+        "removed {} links, {} maps, {} other files",
+        r.links.len(),
+        r.maps.len(),
+        r.other.len()
+    );
+}
+
+fn cleanup_cmd(a: CleanupArgs) -> Result<()> {
+    let removed = match (a.all, a.node_name) {
+        (true, _) => cleanup_all()?,
+        (false, Some(node)) => cleanup_node(&node_pin(&node)?)?,
+        (false, None) => anyhow::bail!("pass --node-name NODE or --all"),
+    };
+    report(&removed);
+    Ok(())
+}
+
+fn xdp_pass(a: XdpPassArgs) -> Result<()> {
+    let pin = node_pin(&a.node_name)?;
+    let iface = a.iface.clone();
+    let h = netns::spawn_in(a.netns, "skiff-xdp-pass", move || -> Result<_> {
+        let only = [skiff_common::programs::XDP_PASS];
+        let mut ebpf = load_only(object_bytes(), &pin, &MapSizes::default(), Some(&only))?;
+        Ok(attach_xdp_pass(&mut ebpf, &pin, &iface)?)
+    })?;
+    let outcome = h
+        .join()
+        .map_err(|_| anyhow::anyhow!("xdp-pass thread panicked"))???;
+    println!("{} on {}: {outcome:?}", skiff_common::programs::XDP_PASS, a.iface);
     Ok(())
 }

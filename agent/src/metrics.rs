@@ -121,7 +121,8 @@ impl Collector for DataplaneCollector {
                 &pk,
             )?;
             counter_family(&mut enc, "skiff_service_bytes", "Bytes per service frontend", &by)?;
-            let (mut pk, mut by): (Vec<(Labels, u64)>, Vec<(Labels, u64)>) = (Vec::new(), Vec::new());
+            let mut pk: Vec<(Labels, u64)> = Vec::new();
+            let mut by: Vec<(Labels, u64)> = Vec::new();
             for (id, addr) in &s.backends {
                 let c = stats.backend(*id);
                 pk.push((vec![("backend", addr.clone())], c.packets));

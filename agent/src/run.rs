@@ -1,0 +1,302 @@
+//! `skiff-agent proxy`: load and attach, restore from the pinned maps, then sync every snapshot of Services and
+//! EndpointSlices into the maps (plus conntrack GC and metrics) until SIGINT/SIGTERM.
+use std::{
+    net::{Ipv4Addr, SocketAddr},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+use tokio::{signal::unix::SignalKind, sync::watch};
+
+use crate::{
+    bpf::{
+        attach::{AttachConfig, Attacher},
+        ct_gc::{CtTimeouts, gc_pass},
+        loader::{MapSizes, load},
+        maps::{FlowMaps, NodeConfig, ServiceMaps, fmt_service_key, write_config},
+        names::{Names, split_service_name},
+        netns, object_bytes,
+        pins::PinDir,
+        sys::monotonic_ns,
+    },
+    metrics::{self, Metrics, ServiceLabels},
+    proxy::{NodeInfo, Planner, Snapshot, SourceConfig, desired, spawn_source},
+};
+
+/// Everything `proxy` needs.
+pub struct ProxyConfig {
+    pub node_name: String,
+    pub source: SourceConfig,
+    pub attach: AttachConfig,
+    pub node_ip: Option<Ipv4Addr>,
+    pub hairpin_ip: Ipv4Addr,
+    pub snat_ports: (u16, u16),
+    pub sizes: MapSizes,
+    pub metrics_addr: SocketAddr,
+    pub ct_timeouts: CtTimeouts,
+    pub ct_gc_interval: Duration,
+    pub ct_gc_batch: usize,
+}
+
+/// First IPv4 address of `iface`, looked up inside `netns` (on a dedicated thread: setns is per thread).
+fn iface_ipv4(netns_name: Option<String>, iface: String) -> Result<Option<Ipv4Addr>> {
+    let h = netns::spawn_in(netns_name, "skiff-addr", move || -> Result<Option<Ipv4Addr>> {
+        let addrs = nix::ifaddrs::getifaddrs().context("listing interface addresses")?;
+        Ok(addrs
+            .filter(|a| a.interface_name == iface)
+            .find_map(|a| a.address.and_then(|s| s.as_sockaddr_in().map(|s| s.ip()))))
+    })?;
+    h.join()
+        .map_err(|_| anyhow::anyhow!("address lookup thread panicked"))??
+}
+
+/// The node as `desired` sees it: the Node object if the snapshot has it, with the configured node IP first.
+fn node_info(name: &str, node_ip: Ipv4Addr, snap: &Snapshot) -> NodeInfo {
+    let mut info = snap
+        .nodes
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some(name))
+        .map(NodeInfo::from_node)
+        .unwrap_or_else(|| NodeInfo {
+            name: name.to_string(),
+            addresses: Vec::new(),
+            zone: None,
+        });
+    info.addresses.retain(|a| *a != node_ip);
+    info.addresses.insert(0, node_ip);
+    info
+}
+
+/// Owns the planner and the map handles; one `sync` per snapshot.
+struct Syncer {
+    pin: PinDir,
+    maps: ServiceMaps,
+    planner: Planner,
+    metrics: Metrics,
+    node_name: String,
+    node_ip: Ipv4Addr,
+}
+
+impl Syncer {
+    fn sync(&mut self, snap: &Snapshot) -> Result<()> {
+        let t0 = Instant::now();
+        let node = node_info(&self.node_name, self.node_ip, snap);
+        let want = desired(&snap.services, &snap.slices, &node);
+        let ops = self.planner.plan(&want);
+        let res = self.maps.apply(&ops);
+        let took = t0.elapsed();
+        match res {
+            Ok(stats) => {
+                tracing::info!(
+                    ops = stats.ops,
+                    frontends = self.planner.contents().services.len(),
+                    backends = self.planner.contents().backends.len(),
+                    udp_flows_purged = stats.udp_flows_purged,
+                    took_ms = took.as_secs_f64() * 1000.0,
+                    "synced"
+                );
+                self.publish(stats.ops, stats.udp_flows_purged, took);
+                Ok(())
+            }
+            Err(e) => {
+                self.metrics.update(|s| s.sync_errors += 1);
+                // The maps may hold part of the plan: start again from what they really hold.
+                let current = self
+                    .maps
+                    .read_contents()
+                    .context("re-reading maps after a failed sync")?;
+                self.planner = Planner::restore(current);
+                Err(e).context("applying the plan")
+            }
+        }
+    }
+
+    fn publish(&self, ops: usize, purged: usize, took: Duration) {
+        let c = self.planner.contents();
+        let mut names = Names::default();
+        let mut services = std::collections::BTreeMap::new();
+        for (k, v) in &c.services {
+            let desc = self.planner.describe_service(k);
+            if let Some(d) = &desc {
+                names.insert(k, d.clone());
+            }
+            let (namespace, name, port) = desc.as_deref().map(split_service_name).unwrap_or_default();
+            services.insert(
+                u32::from(v.rev_nat_id),
+                ServiceLabels {
+                    namespace,
+                    name,
+                    port,
+                    frontend: fmt_service_key(k),
+                },
+            );
+        }
+        if let Err(e) = names.store(&self.pin.names_file()) {
+            tracing::warn!(error = %e, "writing the names file for inspect");
+        }
+        let backends = c
+            .backends
+            .iter()
+            .map(|(id, b)| (*id, crate::bpf::table::addr_port(b.addr_be, b.port_be)))
+            .collect();
+        let (svc_cap, be_cap) = self.maps.capacities();
+        let (n_svc, n_be) = (c.services.len() as u64, c.backends.len() as u64);
+        self.metrics.update(|s| {
+            s.services = services;
+            s.backends = backends;
+            s.maps.insert("services", (n_svc, u64::from(svc_cap)));
+            s.maps.insert("backends", (n_be, u64::from(be_cap)));
+            s.syncs += 1;
+            s.sync_ops += ops as u64;
+            s.udp_flows_purged += purged as u64;
+            s.last_sync_seconds = took.as_secs_f64();
+            s.sync_seconds_total += took.as_secs_f64();
+        });
+    }
+}
+
+/// Conntrack GC, forever (runs the scans on the blocking pool).
+async fn gc_loop(pin: PinDir, cfg: (CtTimeouts, Duration, usize), metrics: Metrics) {
+    let (timeouts, every, batch) = cfg;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let pin = pin.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            let mut flows = FlowMaps::open(&pin)?;
+            let cap = flows.conntrack_capacity();
+            gc_pass(&mut flows, &timeouts, monotonic_ns(), batch).map(|s| (s, cap))
+        })
+        .await;
+        match r {
+            Ok(Ok((s, cap))) => {
+                if s.deleted > 0 {
+                    tracing::debug!(deleted = s.deleted, remaining = s.remaining, "conntrack GC");
+                }
+                metrics.update(|m| {
+                    m.ct_gc_deleted += s.deleted as u64;
+                    m.maps.insert("conntrack", (s.remaining as u64, u64::from(cap)));
+                });
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "conntrack GC"),
+            Err(e) => tracing::warn!(error = %e, "conntrack GC task"),
+        }
+    }
+}
+
+async fn shutdown_signal() -> Result<&'static str> {
+    let mut term = tokio::signal::unix::signal(SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => { r?; Ok("SIGINT") }
+        _ = term.recv() => Ok("SIGTERM"),
+    }
+}
+
+/// Runs the proxy until SIGINT/SIGTERM. Maps and links stay pinned on exit.
+pub async fn run(cfg: ProxyConfig) -> Result<()> {
+    let pin = PinDir::for_node(&cfg.node_name)?;
+    let node_ip = match (cfg.node_ip, &cfg.attach.uplink) {
+        (Some(ip), _) => ip,
+        (None, Some(up)) => iface_ipv4(cfg.attach.netns.clone(), up.clone())?
+            .with_context(|| format!("uplink {up} has no IPv4 address; pass --node-ip"))?,
+        (None, None) => bail!("no node address: pass --node-ip or --uplink"),
+    };
+    let ebpf = load(object_bytes(), &pin, &cfg.sizes)?;
+    write_config(
+        &pin,
+        NodeConfig {
+            node_addr: node_ip,
+            hairpin_addr: cfg.hairpin_ip,
+            snat_ports: cfg.snat_ports,
+        },
+    )?;
+    let (attach_cfg, attach_pin) = (cfg.attach.clone(), pin.clone());
+    let attacher =
+        tokio::task::spawn_blocking(move || Attacher::start(ebpf, attach_pin, attach_cfg)).await??;
+    tracing::info!(node = %cfg.node_name, %node_ip, pin = %pin.path().display(), "attached");
+
+    let maps = ServiceMaps::open(&pin)?;
+    let restored = maps.read_contents()?;
+    tracing::info!(
+        frontends = restored.services.len(),
+        backends = restored.backends.len(),
+        "restored from the pinned maps"
+    );
+    let metrics = Metrics::default();
+    let mut syncer = Syncer {
+        pin: pin.clone(),
+        maps,
+        planner: Planner::restore(restored),
+        metrics: metrics.clone(),
+        node_name: cfg.node_name.clone(),
+        node_ip,
+    };
+
+    let listener = metrics::bind(cfg.metrics_addr)
+        .await
+        .with_context(|| format!("binding --metrics-addr {}", cfg.metrics_addr))?;
+    let registry = Arc::new(metrics::registry(pin.clone(), metrics.clone()));
+    let server = tokio::spawn(metrics::serve(listener, registry));
+    let gc = tokio::spawn(gc_loop(
+        pin.clone(),
+        (cfg.ct_timeouts, cfg.ct_gc_interval, cfg.ct_gc_batch),
+        metrics.clone(),
+    ));
+
+    let mut rx: watch::Receiver<Option<Snapshot>> = spawn_source(cfg.source)?;
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    let mut retry: Option<tokio::time::Instant> = None;
+    tracing::info!("waiting for the first complete snapshot");
+    let reason = loop {
+        let retry_sleep = async {
+            match retry {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = &mut stop => break r?,
+            changed = rx.changed() => {
+                if changed.is_err() {
+                    bail!("the Service/EndpointSlice source stopped");
+                }
+            }
+            _ = retry_sleep => {}
+        }
+        let snap = rx.borrow_and_update().clone();
+        // No map write before the first complete snapshot: never a moment with no services.
+        let Some(snap) = snap else { continue };
+        retry = match syncer.sync(&snap) {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::error!(error = format!("{e:#}"), "sync failed; retrying in 1s");
+                Some(tokio::time::Instant::now() + Duration::from_secs(1))
+            }
+        };
+    };
+    tracing::info!(signal = reason, "shutting down; maps and links stay pinned");
+    server.abort();
+    gc.abort();
+    tokio::task::spawn_blocking(move || drop(attacher)).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configured_node_ip_comes_first() {
+        let snap = Snapshot {
+            services: Vec::new(),
+            slices: Vec::new(),
+            nodes: Vec::new(),
+        };
+        let n = node_info("n1", Ipv4Addr::new(10, 0, 0, 1), &snap);
+        assert_eq!(n.name, "n1");
+        assert_eq!(n.addresses, [Ipv4Addr::new(10, 0, 0, 1)]);
+    }
+}
