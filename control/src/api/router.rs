@@ -93,6 +93,15 @@ async fn dispatch(State(state): State<Arc<ApiState>>, request: Request) -> Respo
     response
 }
 
+/// Bodies of create and update must be JSON (protobuf and CBOR clients fall back to JSON on 415).
+fn require_json(ctx: &Ctx) -> Result<(), ApiError> {
+    let media = ctx.content_type.split(';').next().unwrap_or("").trim();
+    match media {
+        "application/json" | "" | "*/*" => Ok(()),
+        other => Err(ApiError::unsupported_media_type(other)),
+    }
+}
+
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, limit)
         .await
@@ -139,10 +148,12 @@ async fn route(
         (Method::GET, false, None) => read::list(state, &ctx).await,
         (Method::GET, true, None | Some("status")) => read::get(state, &ctx).await,
         (Method::POST, false, None) => {
+            require_json(&ctx)?;
             let body = read_body(body, state.options.max_body).await?;
             write::create(state, &ctx, &body).await
         }
         (Method::PUT, true, None | Some("status")) => {
+            require_json(&ctx)?;
             let body = read_body(body, state.options.max_body).await?;
             write::update(state, &ctx, &body).await
         }

@@ -1,6 +1,8 @@
-//! Test helpers: a server on 127.0.0.1:0 in a temporary directory and a small HTTP client.
+//! Test helpers: a server on 127.0.0.1:0 in a temporary directory, a small HTTP client, kubectl.
 
 #![allow(dead_code, reason = "each test binary uses a different subset of the helpers")]
+
+pub mod kubectl;
 
 use std::time::Duration;
 

@@ -1,0 +1,194 @@
+//! Compatibility with a real kubectl v1.35: apply with default validation, get -o wide/yaml, get -w, delete.
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+const MANIFEST: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: c1
+data:
+  greeting: hello
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  labels:
+    app: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels:
+      app: web
+  template:
+    metadata:
+      labels:
+        app: web
+    spec:
+      containers:
+      - name: web
+        image: registry.k8s.io/e2e-test-images/agnhost:2.52
+        args: ["netexec", "--http-port=8080"]
+        ports:
+        - containerPort: 8080
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  type: NodePort
+  selector:
+    app: web
+  ports:
+  - name: http
+    port: 80
+    targetPort: 8080
+"#;
+
+struct Kubectl {
+    binary: std::path::PathBuf,
+    home: tempfile::TempDir,
+}
+
+impl Kubectl {
+    fn new(srv: &common::TestServer) -> Self {
+        let binary = common::kubectl::kubectl();
+        let home = tempfile::Builder::new()
+            .prefix("skiff-ctl-home-")
+            .tempdir()
+            .unwrap();
+        let config = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: t\n  cluster:\n    server: {}\ncontexts:\n- name: t\n  context:\n    cluster: t\n    user: u\n    namespace: default\ncurrent-context: t\nusers:\n- name: u\n  user: {{}}\n",
+            srv.server.url()
+        );
+        std::fs::write(home.path().join("config"), config).unwrap();
+        std::fs::write(home.path().join("manifest.yaml"), MANIFEST).unwrap();
+        Self { binary, home }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        cmd.args(args)
+            .env("KUBECONFIG", self.home.path().join("config"))
+            .env("HOME", self.home.path())
+            .current_dir(self.home.path())
+            .args(["--request-timeout=10s"]);
+        cmd
+    }
+
+    /// Runs kubectl off the async runtime and returns stdout; panics with stderr on failure.
+    async fn ok(&self, args: &[&str]) -> String {
+        let out = self.output(args).await;
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    async fn output(&self, args: &[&str]) -> Output {
+        let mut cmd = self.command(args);
+        tokio::task::spawn_blocking(move || cmd.output().expect("run kubectl"))
+            .await
+            .unwrap()
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.home.path().join(name).display().to_string()
+    }
+}
+
+fn line_with<'a>(output: &'a str, needle: &str) -> &'a str {
+    output
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{output}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_get_watch_delete() {
+    let srv = common::server().await;
+    let k = Kubectl::new(&srv);
+    let manifest = k.path("manifest.yaml");
+
+    let out = k.ok(&["apply", "-f", &manifest]).await;
+    assert!(out.contains("configmap/c1 created"), "{out}");
+    assert!(out.contains("deployment.apps/web created"), "{out}");
+    assert!(out.contains("service/web created"), "{out}");
+    let again = k.ok(&["apply", "-f", &manifest]).await;
+    assert!(again.contains("configmap/c1 unchanged"), "{again}");
+    assert!(again.contains("service/web unchanged"), "{again}");
+
+    let svc = k.ok(&["get", "svc", "-o", "wide"]).await;
+    let header = svc.lines().next().unwrap();
+    for column in [
+        "NAME",
+        "TYPE",
+        "CLUSTER-IP",
+        "EXTERNAL-IP",
+        "PORT(S)",
+        "AGE",
+        "SELECTOR",
+    ] {
+        assert!(header.contains(column), "{header}");
+    }
+    let web = line_with(&svc, "web");
+    assert!(
+        web.contains("NodePort") && web.contains("10.96.") && web.contains("app=web"),
+        "{web}"
+    );
+    assert!(web.contains("80:3"), "a NodePort is shown: {web}");
+
+    let deploy = k.ok(&["get", "deploy", "web", "-o", "wide"]).await;
+    let row = line_with(&deploy, "web");
+    assert!(
+        row.contains("0/2") && row.contains("agnhost:2.52") && row.contains("app=web"),
+        "{deploy}"
+    );
+
+    let yaml = k.ok(&["get", "cm", "c1", "-o", "yaml"]).await;
+    assert!(
+        yaml.contains("greeting: hello") && yaml.contains("name: c1") && yaml.contains("resourceVersion:"),
+        "{yaml}"
+    );
+
+    let ns = k.ok(&["get", "ns"]).await;
+    assert!(line_with(&ns, "kube-system").contains("Active"), "{ns}");
+
+    // get -w streams changes made by another client.
+    let mut watch = k.command(&["get", "cm", "-w", "--request-timeout=0"]);
+    watch.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = watch.spawn().expect("kubectl get -w");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Not `kubectl create configmap`: typed clients in kubectl 1.35 send protobuf bodies (not served yet).
+    let streamed = k.path("streamed.yaml");
+    std::fs::write(
+        &streamed,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: streamed\n",
+    )
+    .unwrap();
+    k.ok(&["apply", "-f", &streamed]).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    child.kill().expect("stop kubectl get -w");
+    let watched = child.wait_with_output().unwrap();
+    let watched = String::from_utf8_lossy(&watched.stdout);
+    assert!(watched.contains("c1"), "initial list: {watched}");
+    assert!(watched.contains("streamed"), "streamed event: {watched}");
+
+    let out = k.ok(&["delete", "-f", &manifest, "--timeout=10s"]).await;
+    assert!(out.contains("configmap \"c1\" deleted"), "{out}");
+    assert!(out.contains("service \"web\" deleted"), "{out}");
+    let after = k.output(&["get", "cm", "c1"]).await;
+    assert!(!after.status.success());
+    assert!(
+        String::from_utf8_lossy(&after.stderr).contains("NotFound"),
+        "{after:?}"
+    );
+}
