@@ -233,7 +233,7 @@ pub fn run(cfg: &RunConfig) -> Result<Collector> {
                 let v = inst.variant;
                 let res = (|| -> Result<()> {
                     let p = inst.program(&svcs, &cl, &cfg.agent)?;
-                    if v != Variant::Direct {
+                    if v != Variant::Direct && !v.is_skiff() {
                         col.add(
                             "control_plane",
                             v.name(),
