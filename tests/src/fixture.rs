@@ -212,6 +212,12 @@ impl Fixture {
         self.hash::<CtKey, CtValue>(maps::CONNTRACK).get(key, 0).ok()
     }
 
+    pub fn ct_remove(&mut self, key: &CtKey) {
+        self.hash::<CtKey, CtValue>(maps::CONNTRACK)
+            .remove(key)
+            .expect("remove conntrack entry");
+    }
+
     /// Removes every conntrack entry (a fresh start for selection tests).
     pub fn ct_clear(&mut self) {
         let mut ct = self.hash::<CtKey, CtValue>(maps::CONNTRACK);

@@ -88,7 +88,7 @@ impl FrameSpec {
 
     pub fn build(&self) -> Vec<u8> {
         let mut opts = self.ip_options.clone();
-        while opts.len() % 4 != 0 {
+        while !opts.len().is_multiple_of(4) {
             opts.push(0);
         }
         let ihl = 20 + opts.len();

@@ -157,6 +157,7 @@ fn tc_replies_get_the_frontend_back_on_every_reply_hook() {
         assert_eq!((s.src(), s.dst()), ((VIP, 80), (CLIENT, 40001)), "{prog}");
         assert_eq!(s.tcp_flags, TCP_SYN | TCP_ACK);
     }
+    assert_eq!(fx.svc_packets(REV), 4, "both directions are counted");
 }
 
 #[test]
@@ -473,8 +474,12 @@ fn xdp_local_backend_is_dnated_and_passed_and_its_reply_restored_on_egress() {
     for (svc_flag, be_flags) in [(0, backend_flags::LOCAL), (svc_flags::LOCAL_ONLY, 0)] {
         let mut fx = Fixture::new();
         external(&mut fx, &[1], svc_flag, be_flags);
-        let (action, out) = fx.run_xdp(programs::XDP_UPLINK, &from_outside(5555, TCP_SYN));
+        let mut with_options =
+            FrameSpec::tcp(OUTSIDE, 5555, NODE, NODE_PORT, TCP_SYN).with_payload(b"syn data");
+        with_options.ip_options = vec![0x94, 0x04, 0, 0];
+        let (action, out) = fx.run_xdp(programs::XDP_UPLINK, &with_options.build());
         assert_eq!(action, XDP_PASS);
+        assert_eq!(seen(&out).payload, b"syn data");
         let s = seen(&out);
         assert_eq!(
             (s.src(), s.dst()),
@@ -600,9 +605,19 @@ fn xdp_remote_backend_is_snated_forwarded_and_its_reply_restored() {
             (u32::from_ne_bytes(OUTSIDE.octets()), 5558)
         );
 
-        // The same flow keeps its port.
+        // The same flow keeps its port, and its reply translation comes back if the LRU evicted it.
+        let snat_key = ct_key(
+            be_addr(1),
+            BE_PORT,
+            NODE,
+            nat_port,
+            PROTO_TCP,
+            ct_kind::SNAT_REPLY,
+        );
+        fx.ct_remove(&snat_key);
         let (_, out) = fx.run_xdp(programs::XDP_UPLINK, &from_outside(5558, TCP_ACK));
         assert_eq!(seen(&out).src(), (NODE, nat_port));
+        assert!(fx.ct_get(&snat_key).is_some(), "SNAT_REPLY entry recreated");
 
         // The backend's reply goes back to the client, from the NodePort.
         let reply = FrameSpec::tcp(be_addr(1), BE_PORT, NODE, nat_port, TCP_SYN | TCP_ACK).build();

@@ -28,13 +28,13 @@ pub fn service(addr: u32, port: u16, proto: u8, scope: u8) -> Option<ServiceValu
         scope,
     };
     // SAFETY: values are plain data; a concurrent update can at worst give a stale copy.
-    unsafe { SERVICES.get(&key).copied() }
+    unsafe { SERVICES.get(key).copied() }
 }
 
 #[inline(always)]
 pub fn backend(id: u32) -> Option<Backend> {
     // SAFETY: as above.
-    unsafe { BACKENDS.get(&id).copied() }
+    unsafe { BACKENDS.get(id).copied() }
 }
 
 /// `a % b`, 0 when `b` is 0 (no panic path for the verifier to reject).
@@ -89,10 +89,10 @@ pub fn select(svc: &ServiceValue, client: u32, hash: u32, now: u64) -> Result<Se
         rev_nat_id: svc.rev_nat_id,
         _pad: 0,
     };
-    if svc.affinity_timeout_s > 0 {
-        if let Some(sel) = from_affinity(svc, &aff_key, now) {
-            return Ok(sel);
-        }
+    if svc.affinity_timeout_s > 0
+        && let Some(sel) = from_affinity(svc, &aff_key, now)
+    {
+        return Ok(sel);
     }
     let slot = if svc.flags & svc_flags::MAGLEV != 0 {
         rem(hash, MAGLEV_TABLE_SIZE)
@@ -110,7 +110,7 @@ pub fn select(svc: &ServiceValue, client: u32, hash: u32, now: u64) -> Result<Se
         slot,
     };
     // SAFETY: plain data.
-    let Some(id) = (unsafe { SLOTS.get(&slot_key) }).map(|s| s.backend_id) else {
+    let Some(id) = (unsafe { SLOTS.get(slot_key) }).map(|s| s.backend_id) else {
         return Err(DropReason::SlotMissing);
     };
     let Some(backend) = backend(id) else {
@@ -123,7 +123,7 @@ pub fn select(svc: &ServiceValue, client: u32, hash: u32, now: u64) -> Result<Se
             _pad: 0,
         };
         // An affinity we cannot record only costs stickiness for the next flow.
-        let _ = AFFINITY.insert(&aff_key, &value, BPF_ANY as u64);
+        let _ = AFFINITY.insert(aff_key, value, BPF_ANY as u64);
     }
     Ok(Selected { id, backend })
 }

@@ -34,7 +34,7 @@ pub fn snat<P: PacketMut>(pkt: &mut P, flow: &mut Flow, addr: u32, port: u16) ->
 #[inline(always)]
 pub fn rev_nat(id: u16) -> Option<RevNat> {
     // SAFETY: plain data.
-    unsafe { REV_NAT.get(&(id as u32)).copied() }
+    unsafe { REV_NAT.get(id as u32).copied() }
 }
 
 /// Translates a reply of a DNATed flow (matched by a REPLY entry): the source becomes the frontend again, and for

@@ -90,7 +90,7 @@ fn translate(ctx: &SockAddrContext) -> i32 {
         port_be: port,
         rev_nat_id: svc.rev_nat_id,
     };
-    if SOCK_REV_NAT.insert(&key, &value, BPF_ANY as u64).is_err() {
+    if SOCK_REV_NAT.insert(key, value, BPF_ANY as u64).is_err() {
         // The connection still works; only its peer shows as the backend.
         stats::count_drop(DropReason::CtInsertFailed, 0);
     }
@@ -114,7 +114,7 @@ fn restore(ctx: &SockAddrContext) {
             port_be: (*sa).user_port as u16,
             _pad: 0,
         };
-        if let Some(v) = SOCK_REV_NAT.get(&key) {
+        if let Some(v) = SOCK_REV_NAT.get(key) {
             (*sa).user_ip4 = v.addr_be;
             (*sa).user_port = v.port_be as u32;
         }

@@ -18,7 +18,7 @@ use crate::{
 
 /// Enough linear data for Ethernet, the longest IPv4 header and a TCP header.
 const HEADERS_MAX: u32 = (parse::ETH_HLEN + 60 + 20) as u32;
-const OK: i32 = TC_ACT_OK as i32;
+const OK: i32 = TC_ACT_OK;
 
 /// Ingress of a pod's host-side veth (packets leaving the pod): DNAT to a service backend.
 #[classifier]
@@ -44,7 +44,7 @@ fn verdict(ctx: &TcContext, result: Result<i32, DropReason>) -> i32 {
         Ok(v) => v,
         Err(reason) => {
             stats::count_drop(reason, ctx.len() as u64);
-            TC_ACT_SHOT as i32
+            TC_ACT_SHOT
         }
     }
 }
@@ -86,6 +86,7 @@ fn reply_path(ctx: &TcContext) -> Result<i32, DropReason> {
         conntrack::touch(ct, &flow, conntrack::now_ns());
         // SAFETY: map value pointer from lookup.
         let entry = unsafe { *ct };
+        stats::count_flow(entry.rev_nat_id, entry.backend_id, ctx.len() as u64);
         nat::reverse_reply(&mut Skb(ctx), &mut flow, &entry)?;
     }
     Ok(OK)
@@ -103,6 +104,7 @@ fn from_pod(ctx: &TcContext) -> Result<i32, DropReason> {
         conntrack::touch(ct, &flow, now);
         // SAFETY: map value pointer from lookup.
         let entry = unsafe { *ct };
+        stats::count_flow(entry.rev_nat_id, entry.backend_id, bytes);
         nat::reverse_reply(&mut Skb(ctx), &mut flow, &entry)?;
         return Ok(OK);
     }

@@ -67,18 +67,19 @@ fn uplink(ctx: &XdpContext) -> Result<u32, DropReason> {
     let mut pkt = Frame::new(ctx);
 
     // Replies of flows we SNATed to the node: back to the client, from the frontend.
-    if is_snat_port(&cfg, &flow) {
-        if let Some(ct) = conntrack::lookup(&conntrack::key(&flow, ct_kind::SNAT_REPLY)) {
-            conntrack::touch(ct, &flow, now);
-            // SAFETY: map value pointer from lookup.
-            let entry = unsafe { *ct };
-            let Some(frontend) = nat::rev_nat(entry.rev_nat_id) else {
-                return Err(DropReason::RevNatMissing);
-            };
-            nat::dnat(&mut pkt, &mut flow, entry.nat_addr_be, entry.nat_port_be)?;
-            nat::snat(&mut pkt, &mut flow, frontend.addr_be, frontend.port_be)?;
-            return fib_forward(ctx, &flow);
-        }
+    if is_snat_port(&cfg, &flow)
+        && let Some(ct) = conntrack::lookup(&conntrack::key(&flow, ct_kind::SNAT_REPLY))
+    {
+        conntrack::touch(ct, &flow, now);
+        // SAFETY: map value pointer from lookup.
+        let entry = unsafe { *ct };
+        let Some(frontend) = nat::rev_nat(entry.rev_nat_id) else {
+            return Err(DropReason::RevNatMissing);
+        };
+        stats::count_flow(entry.rev_nat_id, entry.backend_id, bytes);
+        nat::dnat(&mut pkt, &mut flow, entry.nat_addr_be, entry.nat_port_be)?;
+        nat::snat(&mut pkt, &mut flow, frontend.addr_be, frontend.port_be)?;
+        return fib_forward(ctx, &flow);
     }
 
     // Existing flows keep their backend.
@@ -90,6 +91,9 @@ fn uplink(ctx: &XdpContext) -> Result<u32, DropReason> {
             match lb::backend(entry.backend_id) {
                 Some(backend) => {
                     conntrack::touch(ct, &flow, now);
+                    if entry.flags & ct_flags::SNAT != 0 {
+                        ensure_snat_reply(&flow, &backend, &entry, now)?;
+                    }
                     stats::count_flow(entry.rev_nat_id, entry.backend_id, bytes);
                     return forward(ctx, &mut pkt, &mut flow, &backend, &entry);
                 }
@@ -159,6 +163,32 @@ fn forward(
     }
     nat::dnat(pkt, flow, backend.addr_be, backend.port_be)?;
     Ok(xdp_action::XDP_PASS)
+}
+
+/// The reply translation of an SNATed flow, recreated if the LRU evicted it while the flow is alive.
+#[inline(always)]
+fn ensure_snat_reply(flow: &Flow, backend: &Backend, entry: &CtValue, now: u64) -> Result<(), DropReason> {
+    let key = conntrack::key_of(
+        backend.addr_be,
+        entry.nat_addr_be,
+        backend.port_be,
+        entry.nat_port_be,
+        flow.proto,
+        ct_kind::SNAT_REPLY,
+    );
+    if let Some(reply) = conntrack::lookup(&key) {
+        // SAFETY: map value pointer from lookup.
+        unsafe { (*reply).last_seen_ns = now };
+        return Ok(());
+    }
+    let reply = CtValue {
+        last_seen_ns: now,
+        flags: ct_flags::SNAT,
+        nat_addr_be: flow.saddr,
+        nat_port_be: flow.sport,
+        ..*entry
+    };
+    conntrack::upsert(&key, &reply)
 }
 
 /// Finds a free node port for a new SNATed flow by claiming its SNAT_REPLY entry (probing a few candidates).
