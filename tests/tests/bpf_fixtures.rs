@@ -536,6 +536,49 @@ fn xdp_no_endpoints_answers_with_rst_or_icmp() {
     assert_eq!((s.saddr, s.daddr, s.icmp), (NODE, OUTSIDE, Some((3, 3))));
     assert_eq!(s.payload, udp[ETH_HLEN..ETH_HLEN + 28]);
     assert_eq!(fx.drops(DropReason::NoBackend), 2);
+
+    // externalTrafficPolicy Local without a local endpoint: dropped (and counted), not answered.
+    let mut fx = Fixture::new();
+    external(&mut fx, &[], svc_flags::LOCAL_ONLY, 0);
+    let (action, _) = fx.run_xdp(programs::XDP_UPLINK, &from_outside(5556, TCP_SYN));
+    assert_eq!(action, XDP_DROP);
+    assert_eq!(fx.drops(DropReason::NoBackend), 1);
+}
+
+#[test]
+fn xdp_udp_nodeport_to_a_local_backend_keeps_checksums_valid() {
+    let mut fx = Fixture::new();
+    external(&mut fx, &[], 0, 0);
+    fx.put_backend(104, backend(be_addr(1), BE_PORT, PROTO_UDP, backend_flags::LOCAL));
+    fx.put_slot(TABLE + 2, 0, 104);
+    fx.put_service(
+        svc_key(NODE, NODE_PORT, PROTO_UDP, SCOPE_EXTERNAL),
+        ServiceValue {
+            ready_count: 1,
+            table_id: TABLE + 2,
+            rev_nat_id: REV + 1,
+            ..Default::default()
+        },
+    );
+    let (action, out) = fx.run_xdp(
+        programs::XDP_UPLINK,
+        &FrameSpec::udp(OUTSIDE, 5353, NODE, NODE_PORT).build(),
+    );
+    assert_eq!(action, XDP_PASS);
+    let s = seen(&out);
+    assert_eq!(
+        (s.src(), s.dst(), s.payload.as_slice()),
+        ((OUTSIDE, 5353), (be_addr(1), BE_PORT), b"ping".as_slice())
+    );
+    assert_ne!(udp_csum_field(&out), 0);
+    let mut spec = FrameSpec::udp(OUTSIDE, 5354, NODE, NODE_PORT);
+    spec.udp_no_csum = true;
+    let (_, out) = fx.run_xdp(programs::XDP_UPLINK, &spec.build());
+    assert_eq!(seen(&out).dst(), (be_addr(1), BE_PORT));
+    assert_eq!(udp_csum_field(&out), 0);
+    let reply = FrameSpec::udp(be_addr(1), BE_PORT, OUTSIDE, 5353).build();
+    let (_, out) = fx.run_tc(programs::TC_UPLINK_EGRESS, &reply);
+    assert_eq!(seen(&out).src(), (NODE, NODE_PORT));
 }
 
 /// In a private namespace: `lo` (where test frames "arrive") and a veth `sfx0` with the node address, a gateway

@@ -107,7 +107,10 @@ fn uplink(ctx: &XdpContext) -> Result<u32, DropReason> {
     };
     let sel = match lb::select(&svc, flow.saddr, lb::flow_hash(&flow), now) {
         Ok(sel) => sel,
-        Err(DropReason::NoBackend) => return reject_back(ctx, &flow),
+        // externalTrafficPolicy Local without local endpoints drops, like kube-proxy; otherwise reject.
+        Err(DropReason::NoBackend) if svc.flags & svc_flags::LOCAL_ONLY == 0 => {
+            return reject_back(ctx, &flow);
+        }
         Err(reason) => return Err(reason),
     };
     let mut entry = CtValue {
