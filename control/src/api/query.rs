@@ -66,7 +66,7 @@ pub fn encode_continue(revision: u64, last_key: &str) -> String {
 /// Decodes a token made by [`encode_continue`].
 pub fn decode_continue(token: &str) -> Result<(u64, String), ApiError> {
     let bad = || ApiError::bad_request(format!("invalid continue token {token:?}"));
-    if token.len() % 2 != 0 {
+    if !token.len().is_multiple_of(2) {
         return Err(bad());
     }
     let bytes: Result<Vec<u8>, _> = (0..token.len())

@@ -98,7 +98,10 @@ fn containers(object: &Value, pointer: &str) -> (String, String) {
     (names.join(","), images.join(","))
 }
 
+/// A column: name, type, priority (1 = only with `-o wide`).
 type Column = (&'static str, &'static str, u8);
+/// Computes a row's cells.
+type Cells = fn(&Value) -> Vec<Value>;
 
 fn pod_status(pod: &Value) -> String {
     if pod.pointer("/metadata/deletionTimestamp").is_some() {
@@ -196,7 +199,7 @@ fn node_roles(node: &Value) -> String {
 }
 
 /// Columns and cells for one kind.
-fn layout(kind: &Kind) -> (&'static [Column], fn(&Value) -> Vec<Value>) {
+fn layout(kind: &Kind) -> (&'static [Column], Cells) {
     match (kind.group, kind.plural) {
         ("", "pods") => (
             &[

@@ -130,3 +130,26 @@ impl Lines {
         }
     }
 }
+
+/// POSTs JSON to a server address; `None` when the connection fails (e.g. the server was killed).
+pub async fn post_to(addr: std::net::SocketAddr, path: &str, body: &Value) -> Option<StatusCode> {
+    let stream = TcpStream::connect(addr).await.ok()?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(conn);
+    let request = Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("host", "127.0.0.1")
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(serde_json::to_vec(body).ok()?)))
+        .ok()?;
+    let response = tokio::time::timeout(Duration::from_secs(5), sender.send_request(request))
+        .await
+        .ok()?
+        .ok()?;
+    let status = response.status();
+    response.into_body().collect().await.ok()?;
+    Some(status)
+}
