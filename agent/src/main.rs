@@ -10,7 +10,7 @@ use skiff_agent::{
         ct_gc::CtTimeouts,
         explain::FlowQuery,
         inspect::{What, inspect},
-        loader::{MapSizes, load_only},
+        loader::{MapSizes, load_standalone},
         netns, object_bytes,
         pins::PinDir,
     },
@@ -163,8 +163,7 @@ fn xdp_pass(a: XdpPassArgs) -> Result<()> {
     let pin = node_pin(&a.node_name)?;
     let iface = a.iface.clone();
     let h = netns::spawn_in(a.netns, "skiff-xdp-pass", move || -> Result<_> {
-        let only = [skiff_common::programs::XDP_PASS];
-        let mut ebpf = load_only(object_bytes(), &pin, &MapSizes::default(), Some(&only))?;
+        let mut ebpf = load_standalone(object_bytes(), &pin, &[skiff_common::programs::XDP_PASS])?;
         Ok(attach_xdp_pass(&mut ebpf, &pin, &iface)?)
     })?;
     let outcome = h

@@ -12,12 +12,14 @@ use skiff_agent::{
     bpf::{
         attach::{AttachConfig, Attacher, Mode, XdpAttachMode, attach_xdp_pass},
         cleanup::cleanup_node,
+        ct_gc::{CtTimeouts, gc_pass},
         inspect::{What, inspect},
-        loader::{MapSizes, load},
+        loader::{MapSizes, load, load_standalone},
         maps::{FlowMaps, NodeConfig, ServiceMaps, read_config, write_config},
         names::Names,
         netns, object_bytes,
         pins::PinDir,
+        sys::monotonic_ns,
     },
     proxy::model::{MapContents, MapOp},
 };
@@ -275,6 +277,42 @@ fn load_attach_apply_restart_inspect_cleanup() {
         "{left:?}"
     );
 
+    // Conntrack GC: an idle UDP flow goes, a fresh TCP flow stays.
+    let now = monotonic_ns();
+    flows
+        .conntrack
+        .insert(
+            ct(PROTO_UDP, 2000),
+            CtValue {
+                last_seen_ns: now.saturating_sub(120_000_000_000),
+                ..val
+            },
+            0,
+        )
+        .unwrap();
+    flows
+        .conntrack
+        .insert(
+            ct(PROTO_TCP, 2001),
+            CtValue {
+                last_seen_ns: now,
+                ..val
+            },
+            0,
+        )
+        .unwrap();
+    let gc = gc_pass(&mut flows, &CtTimeouts::default(), now, 1000).unwrap();
+    assert!(gc.deleted >= 1, "{gc:?}");
+    let left: Vec<u16> = flows
+        .conntrack_entries()
+        .iter()
+        .map(|(k, _)| u16::from_be(k.sport_be))
+        .collect();
+    assert!(
+        left.contains(&2001) && !left.contains(&2000),
+        "{left:?}"
+    );
+
     // A new pod interface is picked up by the rescan.
     sh(&[
         "ip", "-n", &g.name, "link", "add", "pod1", "type", "veth", "peer", "name", "pod1p",
@@ -286,13 +324,17 @@ fn load_attach_apply_restart_inspect_cleanup() {
     // xdp-pass on the peer side; the proxy's rescan leaves it alone.
     let pass_pin = g.pin.clone();
     netns::spawn_in(Some(g.name.clone()), "xdp-pass", move || {
-        let mut e = load(object_bytes(), &pass_pin, &MapSizes::default()).unwrap();
+        let mut e = load_standalone(object_bytes(), &pass_pin, &[skiff_common::programs::XDP_PASS]).unwrap();
         attach_xdp_pass(&mut e, &pass_pin, "pod1p").unwrap();
     })
     .unwrap()
     .join()
     .unwrap()
     .unwrap();
+    assert!(
+        !g.pin.path().join("scratch").exists(),
+        "standalone load leaves no scratch pins"
+    );
     // Deleting the pod interface unpins its links.
     sh(&["ip", "-n", &g.name, "link", "del", "pod1"]);
     wait_for("pod1's links to go", || {
@@ -337,7 +379,7 @@ fn load_attach_apply_restart_inspect_cleanup() {
     let out = inspect(&g.pin, &What::Backends).unwrap();
     assert!(out.contains("2 backends"), "{out}");
     let out = inspect(&g.pin, &What::Conntrack).unwrap();
-    assert!(out.contains("10.244.1.1:1001"), "{out}");
+    assert!(out.contains("10.244.1.1:2001"), "{out}");
 
     // Cleanup removes every pin and detaches every link.
     drop(attacher);

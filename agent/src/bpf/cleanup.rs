@@ -81,6 +81,10 @@ pub fn cleanup_dir(dir: &Path) -> Result<Removed, CleanupError> {
     remove_dir(&links)?;
     for p in entries(dir)? {
         if p.is_dir() {
+            // A scratch directory left by an interrupted standalone load.
+            let r = cleanup_dir(&p)?;
+            removed.maps.extend(r.maps);
+            removed.other.extend(r.other);
             continue;
         }
         let is_map = p

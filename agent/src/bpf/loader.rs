@@ -88,7 +88,7 @@ pub fn load(object: &[u8], pin: &PinDir, sizes: &MapSizes) -> Result<Ebpf, LoadE
     load_only(object, pin, sizes, None)
 }
 
-/// Like `load`, but loads only the named programs into the kernel when `only` is given (e.g. `xdp-pass`).
+/// Like `load`, but loads only the named programs into the kernel when `only` is given.
 pub fn load_only(
     object: &[u8],
     pin: &PinDir,
@@ -108,6 +108,42 @@ pub fn load_only(
     }
     let mut ebpf = loader.load(object).map_err(LoadError::Object)?;
     warn_on_resized_pins(&ebpf, sizes);
+    load_programs(&mut ebpf, only)?;
+    tracing::debug!(pin = %pin.path().display(), "eBPF object loaded");
+    Ok(ebpf)
+}
+
+/// Loads only the map-free programs in `only` (e.g. `skiff_xdp_pass`) without touching the node's maps: the
+/// object's maps are created minimal, pinned in a scratch directory and unpinned again right away, so a later
+/// `proxy` for the node never reuses undersized maps.
+pub fn load_standalone(object: &[u8], pin: &PinDir, only: &[&str]) -> Result<Ebpf, LoadError> {
+    if object.is_empty() {
+        return Err(LoadError::EmptyObject);
+    }
+    pin.prepare()?;
+    let scratch = pin.path().join(SCRATCH_DIR);
+    std::fs::create_dir_all(&scratch).map_err(|source| PinDirError::Create {
+        path: scratch.clone(),
+        source,
+    })?;
+    let mut loader = EbpfLoader::new();
+    for name in maps::ALL {
+        loader.map_pin_path(name, scratch.join(name));
+        loader.map_max_entries(name, 1);
+    }
+    // Keep the drop counters' shape (indexed by reason).
+    loader.map_max_entries(maps::DROPS, skiff_common::DropReason::COUNT);
+    let loaded = loader.load(object).map_err(LoadError::Object);
+    let _ = std::fs::remove_dir_all(&scratch);
+    let mut ebpf = loaded?;
+    load_programs(&mut ebpf, Some(only))?;
+    Ok(ebpf)
+}
+
+/// Scratch pin directory of `load_standalone` (removed before it returns; `cleanup` removes leftovers).
+pub const SCRATCH_DIR: &str = "scratch";
+
+fn load_programs(ebpf: &mut Ebpf, only: Option<&[&str]>) -> Result<(), LoadError> {
     let names: Vec<String> = ebpf
         .programs()
         .map(|(n, _)| n.to_string())
@@ -117,8 +153,7 @@ pub fn load_only(
         let prog = ebpf.program_mut(&name).expect("program listed by the object");
         load_program(&name, prog)?;
     }
-    tracing::debug!(pin = %pin.path().display(), "eBPF object loaded");
-    Ok(ebpf)
+    Ok(())
 }
 
 fn load_program(name: &str, prog: &mut Program) -> Result<(), LoadError> {
