@@ -5,3 +5,6 @@ pub mod proxy;
 pub mod metrics;
 pub mod cli;
 pub mod run;
+pub mod pods;
+pub mod net;
+pub mod agnhost;
