@@ -3,7 +3,7 @@
 //! Order within a plan: backends and rev-NAT entries first; then, service by service, slot writes, the service
 //! entry, and deletion of slots the entry no longer covers (or of a whole table it swapped away from); then removed
 //! services (entry before slots); then unreferenced rev-NAT entries and backends (UDP conntrack purged first).
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
 use skiff_common::{
     Backend, MAGLEV_TABLE_SIZE, PROTO_UDP, RevNat, ServiceKey, ServiceValue, SlotKey, backend_flags, sizes,
@@ -44,11 +44,29 @@ pub struct Planner {
     table_pool: IdPool,
     /// For Maglev tables: the backend ids (in population order) the table was computed from.
     maglev_members: HashMap<u32, Vec<u32>>,
-    origins: HashMap<ServiceKey, String>,
+    /// The frontends as last planned (unchanged ones are skipped next time).
+    prev: HashMap<ServiceKey, Frontend>,
+    /// How many planned frontends use each backend (and how many of them call it local), and each rev-NAT entry.
+    backend_users: HashMap<Ident, Users>,
+    rev_users: HashMap<Ident, u32>,
     /// Set by `restore`: the next plan also removes slots and tables nothing references.
     gc_pending: bool,
     /// Table ids found in the pinned maps (freed by that collection if nothing owns them).
     restored_tables: Vec<u32>,
+}
+
+/// Users of a backend: all planned frontends listing it, and those listing it as node-local.
+#[derive(Clone, Copy, Debug, Default)]
+struct Users {
+    all: u32,
+    local: u32,
+}
+
+/// Backends and rev-NAT entries whose users changed in this plan.
+#[derive(Default)]
+struct Touched {
+    backends: HashSet<Ident>,
+    rev_nat: HashSet<Ident>,
 }
 
 /// A frontend with its ids resolved.
@@ -83,7 +101,9 @@ impl Planner {
             table_owner: HashMap::new(),
             table_pool: IdPool::new(sizes::SERVICES * 4),
             maglev_members: HashMap::new(),
-            origins: HashMap::new(),
+            prev: HashMap::new(),
+            backend_users: HashMap::new(),
+            rev_users: HashMap::new(),
             gc_pending: !current.services.is_empty() || !current.slots.is_empty(),
             restored_tables: Vec::new(),
         };
@@ -169,34 +189,53 @@ impl Planner {
 
     /// "namespace/name:port" of the Service port a service entry was planned for (known after the first plan).
     pub fn describe_service(&self, key: &ServiceKey) -> Option<String> {
-        self.origins.get(key).cloned()
+        self.prev.get(key).map(|f| f.origin.to_string())
     }
 
     /// Emits the ops that turn the maps into `desired`, in an order the datapath can run between at any point,
-    /// and updates the view. Unchanged frontends cost no ops.
+    /// and updates the view. Only frontends that differ from the previous plan are looked at in detail; unchanged
+    /// ones cost no ops.
     pub fn plan(&mut self, desired: &DataplaneState) -> Vec<MapOp> {
         let mut ops = Vec::new();
-        let wanted_backends = self.put_backends(desired, &mut ops);
-        let mut wanted_rev_nat = HashSet::new();
-        let mut entries = Vec::with_capacity(desired.frontends.len());
+        let full = std::mem::take(&mut self.gc_pending);
+        let mut changed: Vec<&Frontend> = Vec::new();
+        let mut keys: HashSet<ServiceKey> = HashSet::with_capacity(desired.frontends.len());
         for fe in &desired.frontends {
-            match self.resolve(fe, &mut wanted_rev_nat, &mut ops) {
-                Some(e) => entries.push(e),
+            let key = fe.key();
+            // A hand-built state could repeat a key: the first frontend wins, as in `DataplaneState::from_frontends`.
+            if keys.insert(key) && self.prev.get(&key) != Some(fe) {
+                changed.push(fe);
+            }
+        }
+        let gone: Vec<ServiceKey> = self.prev.keys().filter(|k| !keys.contains(k)).copied().collect();
+        let mut touched = Touched::default();
+        for key in changed.iter().map(|f| f.key()).chain(gone) {
+            if let Some(old) = self.prev.remove(&key) {
+                self.count_users(&old, false, &mut touched);
+            }
+        }
+        for fe in &changed {
+            self.count_users(fe, true, &mut touched);
+        }
+        self.put_backends(&touched.backends, &mut ops);
+        for fe in changed {
+            match self.resolve(fe, &mut ops) {
+                Some(e) => {
+                    self.plan_service(&e, &mut ops);
+                    self.prev.insert(e.key, fe.clone());
+                }
                 None => {
-                    warn!(service = %fe.origin, addr = %fe.addr, port = fe.port, "id space exhausted; frontend not programmed")
+                    warn!(service = %fe.origin, addr = %fe.addr, port = fe.port, "id space exhausted; frontend not programmed");
+                    self.count_users(fe, false, &mut touched);
                 }
             }
         }
-        let live: HashSet<ServiceKey> = entries.iter().map(|e| e.key).collect();
-        for e in &entries {
-            self.plan_service(e, &mut ops);
-            self.origins.insert(e.key, e.frontend.origin.to_string());
-        }
+        // Entries nothing planned any more (removed, or not programmable).
         let removed: Vec<ServiceKey> = self
             .view
             .services
             .keys()
-            .filter(|k| !live.contains(k))
+            .filter(|k| !self.prev.contains_key(k))
             .copied()
             .collect();
         for key in removed {
@@ -204,31 +243,52 @@ impl Planner {
             if let Some(table) = self.tables.remove(&key) {
                 self.drop_table(table, &mut ops);
             }
-            self.origins.remove(&key);
         }
-        if self.gc_pending {
+        if full {
             self.collect_orphan_slots(&mut ops);
-            self.gc_pending = false;
         }
-        self.delete_unused_rev_nat(&wanted_rev_nat, &mut ops);
-        self.delete_unused_backends(&wanted_backends, &mut ops);
+        self.delete_unused_rev_nat(&touched.rev_nat, full, &mut ops);
+        self.delete_unused_backends(&touched.backends, full, &mut ops);
         ops
     }
 
-    /// Puts every desired backend whose map value differs; returns the ids of all desired backends.
-    fn put_backends(&mut self, desired: &DataplaneState, ops: &mut Vec<MapOp>) -> HashSet<u32> {
-        // One value per backend: local if any frontend lists it as local.
-        let mut values: BTreeMap<Ident, u8> = BTreeMap::new();
-        for fe in &desired.frontends {
-            for b in fe.ready.iter().chain(&fe.terminating) {
-                let flags = values.entry(backend_ident(b)).or_default();
-                if b.local {
-                    *flags |= backend_flags::LOCAL;
-                }
-            }
+    /// Adds (or removes) a frontend's use of its backends and rev-NAT entry, noting what it touched.
+    fn count_users(&mut self, fe: &Frontend, add: bool, touched: &mut Touched) {
+        let step = |n: &mut u32| if add { *n += 1 } else { *n = n.saturating_sub(1) };
+        let key = fe.key();
+        let rev = (key.addr_be, key.port_be, key.proto);
+        let n = self.rev_users.entry(rev).or_default();
+        step(n);
+        if *n == 0 {
+            self.rev_users.remove(&rev);
         }
-        let mut wanted = HashSet::with_capacity(values.len());
-        for (ident, flags) in values {
+        touched.rev_nat.insert(rev);
+        for b in fe.ready.iter().chain(&fe.terminating) {
+            let ident = backend_ident(b);
+            let users = self.backend_users.entry(ident).or_default();
+            step(&mut users.all);
+            if b.local {
+                step(&mut users.local);
+            }
+            if users.all == 0 {
+                self.backend_users.remove(&ident);
+            }
+            touched.backends.insert(ident);
+        }
+    }
+
+    /// Puts every touched backend that is still used and whose map value differs (local if any user says so).
+    fn put_backends(&mut self, touched: &HashSet<Ident>, ops: &mut Vec<MapOp>) {
+        let mut idents: Vec<(Ident, u8)> = touched
+            .iter()
+            .filter_map(|i| {
+                self.backend_users
+                    .get(i)
+                    .map(|u| (*i, if u.local > 0 { backend_flags::LOCAL } else { 0 }))
+            })
+            .collect();
+        idents.sort_unstable();
+        for (ident, flags) in idents {
             let id = match self.backend_ids.get(&ident) {
                 Some(&id) => id,
                 None => {
@@ -241,7 +301,6 @@ impl Planner {
                     id
                 }
             };
-            wanted.insert(id);
             let value = Backend {
                 addr_be: ident.0,
                 port_be: ident.1,
@@ -252,16 +311,10 @@ impl Planner {
                 self.emit(MapOp::PutBackend(id, value), ops);
             }
         }
-        wanted
     }
 
     /// Resolves a frontend's rev-NAT id (putting the entry if needed) and backend ids.
-    fn resolve<'a>(
-        &mut self,
-        fe: &'a Frontend,
-        wanted_rev_nat: &mut HashSet<u32>,
-        ops: &mut Vec<MapOp>,
-    ) -> Option<Entry<'a>> {
+    fn resolve<'a>(&mut self, fe: &'a Frontend, ops: &mut Vec<MapOp>) -> Option<Entry<'a>> {
         let key = fe.key();
         let ident = (key.addr_be, key.port_be, key.proto);
         let rev_nat_id = match self.rev_nat_ids.get(&ident) {
@@ -273,7 +326,6 @@ impl Planner {
                 id
             }
         };
-        wanted_rev_nat.insert(rev_nat_id);
         let value = RevNat {
             addr_be: key.addr_be,
             port_be: key.port_be,
@@ -525,22 +577,25 @@ impl Planner {
         }
     }
 
-    fn delete_unused_rev_nat(&mut self, wanted: &HashSet<u32>, ops: &mut Vec<MapOp>) {
-        let mut unused: Vec<u32> = self
-            .view
-            .rev_nat
-            .keys()
-            .filter(|id| !wanted.contains(id))
-            .copied()
+    /// Deletes rev-NAT entries no frontend uses: of the touched frontends, or all of them after a restore.
+    fn delete_unused_rev_nat(&mut self, touched: &HashSet<Ident>, full: bool, ops: &mut Vec<MapOp>) {
+        let mut candidates: Vec<u32> = touched
+            .iter()
+            .filter_map(|i| self.rev_nat_ids.get(i).copied())
             .collect();
-        unused.extend(
-            self.rev_nat_of
-                .keys()
-                .filter(|id| !wanted.contains(id) && !self.view.rev_nat.contains_key(id)),
-        );
-        unused.sort_unstable();
-        unused.dedup();
-        for id in unused {
+        if full {
+            candidates.extend(self.view.rev_nat.keys().chain(self.rev_nat_of.keys()));
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        for id in candidates {
+            let used = self
+                .rev_nat_of
+                .get(&id)
+                .is_some_and(|ident| self.rev_users.contains_key(ident));
+            if used {
+                continue;
+            }
             if self.view.rev_nat.contains_key(&id) {
                 self.emit(MapOp::DeleteRevNat(id), ops);
             }
@@ -551,24 +606,24 @@ impl Planner {
         }
     }
 
-    fn delete_unused_backends(&mut self, wanted: &HashSet<u32>, ops: &mut Vec<MapOp>) {
-        let mut unused: Vec<u32> = self
-            .view
-            .backends
-            .keys()
-            .filter(|id| !wanted.contains(id))
-            .copied()
+    /// Deletes backends no frontend uses and no slot references (purging UDP conntrack first): of the touched
+    /// frontends, or all of them after a restore.
+    fn delete_unused_backends(&mut self, touched: &HashSet<Ident>, full: bool, ops: &mut Vec<MapOp>) {
+        let mut candidates: Vec<u32> = touched
+            .iter()
+            .filter_map(|i| self.backend_ids.get(i).copied())
             .collect();
-        unused.extend(
-            self.backend_of
-                .keys()
-                .filter(|id| !wanted.contains(id) && !self.view.backends.contains_key(id)),
-        );
-        unused.sort_unstable();
-        unused.dedup();
-        for id in unused {
-            if self.slot_refs.get(&id).copied().unwrap_or(0) > 0 {
-                // Still in a slot (cannot happen after a complete plan; kept for safety).
+        if full {
+            candidates.extend(self.view.backends.keys().chain(self.backend_of.keys()));
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        for id in candidates {
+            let used = self
+                .backend_of
+                .get(&id)
+                .is_some_and(|ident| self.backend_users.contains_key(ident));
+            if used || self.slot_refs.get(&id).copied().unwrap_or(0) > 0 {
                 continue;
             }
             if let Some(b) = self.view.backends.get(&id).copied() {
