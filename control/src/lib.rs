@@ -1,6 +1,7 @@
 //! skiff-control: a Kubernetes-compatible apiserver over a revisioned store.
 
 pub mod api;
+pub mod auth;
 pub mod bootstrap;
 pub mod registry;
 pub mod server;

@@ -8,7 +8,7 @@ use clap::Parser;
 use control::api::router::ApiOptions;
 use control::registry::RegistryConfig;
 use control::registry::alloc::{Ipv4Cidr, parse_port_range};
-use control::server::{self, ServerConfig};
+use control::server::{self, Security, ServerConfig};
 use control::store::embedded::EmbeddedOptions;
 
 /// Kubernetes-compatible API server for the Skiff mini-cluster.
@@ -42,6 +42,12 @@ struct Args {
     /// Write an admin kubeconfig for this server to FILE.
     #[arg(long, value_name = "FILE")]
     kubeconfig_out: Option<PathBuf>,
+    /// Serve plain HTTP without authentication (development only; refused unless listening on loopback).
+    #[arg(long)]
+    insecure_http: bool,
+    /// Extra names or addresses for the serving certificate.
+    #[arg(long = "tls-san", value_delimiter = ',')]
+    tls_sans: Vec<String>,
     /// Revisions of watch history to keep before compacting.
     #[arg(long, default_value_t = 50_000)]
     history_limit: u64,
@@ -54,7 +60,7 @@ fn default_data_dir() -> PathBuf {
     base.unwrap_or_else(|| PathBuf::from(".")).join("skiff-control")
 }
 
-fn kubeconfig(server: &str) -> String {
+fn insecure_kubeconfig(server: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server}\n\
          contexts:\n- name: skiff\n  context:\n    cluster: skiff\n    user: admin\n    namespace: default\n\
@@ -81,6 +87,18 @@ async fn main() -> anyhow::Result<()> {
     if args.lb_pool.is_some() {
         tracing::warn!("--lb-pool is accepted but LoadBalancer address allocation is not implemented yet");
     }
+    if args.insecure_http && !args.listen.ip().is_loopback() {
+        bail!(
+            "--insecure-http serves without authentication and is only allowed on a loopback --listen address"
+        );
+    }
+    let security = if args.insecure_http {
+        Security::InsecureLoopback
+    } else {
+        let mut hosts = args.tls_sans.clone();
+        hosts.extend(args.advertise_address.clone());
+        Security::Tls { hosts }
+    };
     let data_dir = args.data_dir.clone().unwrap_or_else(default_data_dir);
     let config = ServerConfig {
         data_dir: data_dir.clone(),
@@ -94,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
             history_limit: args.history_limit,
             ..EmbeddedOptions::default()
         },
+        security,
     };
     let running = server::start(config).await.context("starting skiff-control")?;
     if let Some(path) = &args.kubeconfig_out {
@@ -101,8 +120,16 @@ async fn main() -> anyhow::Result<()> {
             .advertise_address
             .clone()
             .unwrap_or_else(|| running.addr.ip().to_string());
-        let url = format!("http://{host}:{}", running.addr.port());
-        std::fs::write(path, kubeconfig(&url)).with_context(|| format!("writing {}", path.display()))?;
+        let url = format!(
+            "{}://{host}:{}",
+            if running.pki.is_some() { "https" } else { "http" },
+            running.addr.port()
+        );
+        let text = match &running.pki {
+            Some(pki) => pki.kubeconfig(&url),
+            None => insecure_kubeconfig(&url),
+        };
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
         tracing::info!(path = %path.display(), "wrote kubeconfig");
     }
     tokio::select! {

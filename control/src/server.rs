@@ -1,18 +1,31 @@
-//! Composition of store, registry and HTTP API into a running server (used by the binary and by tests).
+//! Composition of store, registry, PKI and HTTP API into a running server (used by the binary and by tests).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+use axum::Router;
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
 
 use crate::api::router::{ApiOptions, ApiState, router};
+use crate::auth::pki::{self, Pki};
+use crate::auth::{AllowAll, AuthenticatedIsAdmin, Authenticator, Authorizer, PeerUser, UserInfo};
 use crate::bootstrap;
 use crate::registry::{Registry, RegistryConfig};
 use crate::store::Store;
 use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
+
+/// A TLS handshake that has not finished by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +42,20 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("preparing certificates: {0}")]
+    Pki(#[from] pki::PkiError),
+    #[error("configuring TLS: {0}")]
+    Tls(String),
+}
+
+/// How clients connect.
+#[derive(Debug, Clone)]
+pub enum Security {
+    /// HTTPS with a generated CA; client certificates or bearer tokens required. The server certificate
+    /// covers `hosts` (IP addresses and DNS names) besides the listen address.
+    Tls { hosts: Vec<String> },
+    /// Plain HTTP without authentication, for tests on loopback only.
+    InsecureLoopback,
 }
 
 /// Everything needed to start a server.
@@ -39,10 +66,11 @@ pub struct ServerConfig {
     pub registry: RegistryConfig,
     pub api: ApiOptions,
     pub store: EmbeddedOptions,
+    pub security: Security,
 }
 
 impl ServerConfig {
-    /// Defaults for a data directory, listening on an ephemeral loopback port.
+    /// Defaults for a data directory: plain HTTP on an ephemeral loopback port.
     pub fn for_tests(data_dir: PathBuf) -> Self {
         Self {
             data_dir,
@@ -50,47 +78,124 @@ impl ServerConfig {
             registry: RegistryConfig::default(),
             api: ApiOptions::default(),
             store: EmbeddedOptions::default(),
+            security: Security::InsecureLoopback,
         }
     }
 }
 
-/// A started server; dropping it stops serving.
+/// A started server; dropping it stops serving and closes every connection.
 pub struct Running {
     pub addr: SocketAddr,
     pub store: Arc<dyn Store>,
-    shutdown: Option<oneshot::Sender<()>>,
+    /// Certificates and admin credentials when serving HTTPS.
+    pub pki: Option<Pki>,
     task: JoinHandle<std::io::Result<()>>,
 }
 
 impl Running {
-    /// The base URL (`http://127.0.0.1:PORT`).
+    /// The base URL (`https://127.0.0.1:PORT`, or `http://` for insecure test servers).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.pki.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
-    /// Serves until the server fails or `shutdown` is called from elsewhere.
+    /// Serves until the accept loop fails.
     pub async fn wait(mut self) -> std::io::Result<()> {
         (&mut self.task)
             .await
             .unwrap_or_else(|e| Err(std::io::Error::other(e)))
     }
-
-    /// Stops accepting connections and ends open streams.
-    pub fn shutdown(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        self.task.abort();
-    }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        self.shutdown();
+        self.task.abort();
     }
 }
 
-/// Opens the store, creates the system objects and starts serving.
+fn tls_acceptor(pki: &Pki) -> Result<TlsAcceptor, StartError> {
+    let err = |e: &dyn std::fmt::Display| StartError::Tls(e.to_string());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let ca = CertificateDer::from_pem_slice(pki.ca_cert_pem.as_bytes()).map_err(|e| err(&e))?;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).map_err(|e| err(&e))?;
+    let verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| err(&e))?;
+    let chain = vec![CertificateDer::from_pem_slice(pki.server_cert_pem.as_bytes()).map_err(|e| err(&e))?];
+    let key = PrivateKeyDer::from_pem_slice(pki.server_key_pem.as_bytes()).map_err(|e| err(&e))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err(&e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| err(&e))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Serves HTTP/1.1 on one connection, tagging each request with the TLS peer's identity.
+async fn serve_connection<S>(io: S, app: Router, peer: Option<PeerUser>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        if let Some(peer) = &peer {
+            request.extensions_mut().insert(peer.clone());
+        }
+        app.clone().oneshot(request.map(Body::new))
+    });
+    if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), service)
+        .await
+    {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+async fn handle(stream: TcpStream, tls: Option<TlsAcceptor>, app: Router) {
+    let Some(acceptor) = tls else {
+        serve_connection(stream, app, None).await;
+        return;
+    };
+    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    let peer = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(|cert| UserInfo::from_certificate(cert))
+        .map(PeerUser);
+    serve_connection(stream, app, peer).await;
+}
+
+async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, app: Router) -> std::io::Result<()> {
+    // Dropping the set (when this task is aborted) aborts every connection, watches included.
+    let mut connections = JoinSet::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        connections.spawn(handle(stream, tls.clone(), app.clone()));
+    }
+}
+
+/// Opens the store, prepares certificates, creates the system objects and starts serving.
 pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
     let store = EmbeddedStore::open(&config.data_dir.join("store"), config.store).map_err(|source| {
         StartError::Store {
@@ -116,25 +221,43 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
     bootstrap::ensure(&*store, &registry, addr.port())
         .await
         .map_err(StartError::Bootstrap)?;
+
+    let (pki, tls, authn, authz): (_, _, _, Box<dyn Authorizer>) = match &config.security {
+        Security::Tls { hosts } => {
+            let mut names = vec![
+                addr.ip().to_string(),
+                "127.0.0.1".to_owned(),
+                "localhost".to_owned(),
+                "kubernetes".to_owned(),
+                "kubernetes.default".to_owned(),
+                "kubernetes.default.svc".to_owned(),
+                "kubernetes.default.svc.cluster.local".to_owned(),
+                config.registry.service_cidr.first_host().to_string(),
+            ];
+            names.extend(hosts.iter().cloned());
+            names.sort();
+            names.dedup();
+            let pki = pki::load_or_create(&config.data_dir.join("pki"), &names)?;
+            let tls = tls_acceptor(&pki)?;
+            let mut authn = Authenticator::new(false);
+            authn.add_token(&pki.admin_token, "admin", &["system:masters"]);
+            (Some(pki), Some(tls), authn, Box::new(AuthenticatedIsAdmin))
+        }
+        Security::InsecureLoopback => (None, None, Authenticator::new(true), Box::new(AllowAll)),
+    };
     let state = Arc::new(ApiState {
         store: Arc::clone(&store),
         registry,
         options: config.api,
+        authn,
+        authz,
     });
-    let (tx, rx) = oneshot::channel::<()>();
-    let app = router(state);
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = rx.await;
-            })
-            .await
-    });
-    tracing::info!(%addr, data_dir = %config.data_dir.display(), "skiff-control serving");
+    let task = tokio::spawn(accept_loop(listener, tls, router(state)));
+    tracing::info!(%addr, tls = pki.is_some(), data_dir = %config.data_dir.display(), "skiff-control serving");
     Ok(Running {
         addr,
         store,
-        shutdown: Some(tx),
+        pki,
         task,
     })
 }

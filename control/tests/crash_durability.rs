@@ -46,7 +46,7 @@ async fn acknowledged_creates_survive_sigkill() {
     let child = Command::new(env!("CARGO_BIN_EXE_skiff-control"))
         .arg("--data-dir")
         .arg(dir.path())
-        .args(["--listen", "127.0.0.1:0", "--kubeconfig-out"])
+        .args(["--listen", "127.0.0.1:0", "--insecure-http", "--kubeconfig-out"])
         .arg(&kubeconfig)
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -14,6 +14,7 @@ use super::path::{self, ResourcePath, Route};
 use super::query::{Query, wants_table};
 use super::status::ApiError;
 use super::{discovery, read, watch, write};
+use crate::auth::{Attributes, Authenticator, Authorizer, PeerUser};
 use crate::registry::Registry;
 use crate::registry::kinds::{self, Kind};
 use crate::store::Store;
@@ -44,6 +45,8 @@ pub struct ApiState {
     pub store: Arc<dyn Store>,
     pub registry: Registry,
     pub options: ApiOptions,
+    pub authn: Authenticator,
+    pub authz: Box<dyn Authorizer>,
 }
 
 /// A resource request after routing: the kind, the URL parts, the query and the headers that matter.
@@ -85,6 +88,9 @@ async fn dispatch(State(state): State<Arc<ApiState>>, request: Request) -> Respo
     let started = std::time::Instant::now();
     let method = parts.method.clone();
     let uri = parts.uri.clone();
+    if let Err(err) = check_access(&state, &parts) {
+        return err.into_response();
+    }
     let response = match route(&state, parts.method, &parts.uri, &parts.headers, body).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
@@ -100,6 +106,58 @@ fn require_json(ctx: &Ctx) -> Result<(), ApiError> {
         "application/json" | "" | "*/*" => Ok(()),
         other => Err(ApiError::unsupported_media_type(other)),
     }
+}
+
+/// The Kubernetes verb of a request (for authorization).
+fn verb(method: &Method, route: &Route, query: Option<&str>) -> &'static str {
+    let (named, watch) = match route {
+        Route::Resource(r) => (r.name.is_some(), Query::parse(query).flag("watch")),
+        _ => (true, false),
+    };
+    match *method {
+        Method::GET | Method::HEAD if watch => "watch",
+        Method::GET | Method::HEAD if named => "get",
+        Method::GET | Method::HEAD => "list",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if named => "delete",
+        Method::DELETE => "deletecollection",
+        _ => "unknown",
+    }
+}
+
+/// Authenticates (401) and authorizes (403) a request; health probes are open to everyone.
+fn check_access(state: &ApiState, parts: &axum::http::request::Parts) -> Result<(), ApiError> {
+    let route = path::parse(parts.uri.path());
+    if route == Route::Health {
+        return Ok(());
+    }
+    let peer = parts.extensions.get::<PeerUser>();
+    let user = state
+        .authn
+        .authenticate(&parts.headers, peer)
+        .ok_or_else(ApiError::unauthorized)?;
+    let resource = match &route {
+        Route::Resource(r) => Some(r),
+        _ => None,
+    };
+    let attributes = Attributes {
+        verb: verb(&parts.method, &route, parts.uri.query()),
+        path: parts.uri.path(),
+        resource: resource.map(|r| r.plural.as_str()),
+        namespace: resource.and_then(|r| r.namespace.as_deref()),
+    };
+    state.authz.authorize(&user, &attributes).map_err(|why| {
+        let target = match attributes.resource {
+            Some(resource) => format!("resource {resource:?}"),
+            None => format!("path {:?}", attributes.path),
+        };
+        ApiError::forbidden(format!(
+            "User {:?} cannot {} {target}: {why}",
+            user.name, attributes.verb
+        ))
+    })
 }
 
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {

@@ -87,6 +87,14 @@ impl ApiError {
         e
     }
 
+    pub fn unauthorized() -> Self {
+        Self::new(401, "Unauthorized", "Unauthorized")
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(403, "Forbidden", message)
+    }
+
     pub fn method_not_allowed(what: &str) -> Self {
         Self::new(
             405,
