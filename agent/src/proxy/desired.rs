@@ -176,7 +176,7 @@ fn service_frontends(svc: &Service, slices: &[&EndpointSlice], node: &NodeInfo, 
         ) else {
             continue;
         };
-        let eps = port_endpoints(port, slices.iter().copied(), &node.name);
+        let eps = port_endpoints(port, slices.iter().copied(), &node.name, node.zone.as_deref());
         let origin = ServiceRef {
             namespace: namespace(svc).to_string(),
             name: svc.metadata.name.clone().unwrap_or_default(),
@@ -239,6 +239,11 @@ fn frontend(
     let pick = |list: &[BackendSpec]| -> Vec<BackendSpec> {
         list.iter().filter(|b| !local_only || b.local).copied().collect()
     };
+    // Topology hints apply to cluster-wide policies only (a Local policy already picks this node's endpoints).
+    let ready = match &eps.preferred {
+        Some(preferred) if !local_only => preferred.clone(),
+        _ => pick(&eps.ready),
+    };
     if local_only {
         flags |= svc_flags::LOCAL_ONLY;
     }
@@ -253,7 +258,7 @@ fn frontend(
         flags,
         affinity_timeout_s: common.affinity_timeout_s,
         algorithm: common.algorithm,
-        ready: pick(&eps.ready),
+        ready,
         terminating: pick(&eps.terminating),
         origin: origin.clone(),
     }

@@ -410,3 +410,38 @@ fn node_info_from_node_object() {
     );
     assert_eq!(info.zone.as_deref(), Some("z1"));
 }
+
+#[test]
+fn topology_hints_prefer_this_zone_when_every_endpoint_has_them() {
+    let hinted = |zones: [&str; 3]| {
+        let mut sl = http_slice(&[
+            ready("10.0.0.1", "n1"),
+            ready("10.0.0.2", "n2"),
+            ready("10.0.0.3", "n3"),
+        ]);
+        for (ep, z) in sl.endpoints.iter_mut().zip(zones) {
+            if !z.is_empty() {
+                ep.hints = serde_json::from_value(json!({"forZones": [{"name": z}]})).unwrap();
+            }
+        }
+        sl
+    };
+    let mut n = node();
+    n.zone = Some("z1".into());
+    let svc = || service(cluster_ip(json!({})));
+    let s = desired(&[svc()], &[hinted(["z1", "z2", "z1"])], &n);
+    assert_eq!(addrs(&s.frontends[0].ready), ["10.0.0.1:8080", "10.0.0.3:8080"]);
+    // One endpoint without hints: hints are ignored.
+    let s = desired(&[svc()], &[hinted(["z1", "", "z1"])], &n);
+    assert_eq!(s.frontends[0].ready.len(), 3);
+    // No hint for this zone: all endpoints.
+    let s = desired(&[svc()], &[hinted(["z2", "z2", "z3"])], &n);
+    assert_eq!(s.frontends[0].ready.len(), 3);
+    // A Local policy is not narrowed further by hints.
+    let s = desired(
+        &[service(cluster_ip(json!({"internalTrafficPolicy": "Local"})))],
+        &[hinted(["z2", "z1", "z1"])],
+        &n,
+    );
+    assert_eq!(addrs(&s.frontends[0].ready), ["10.0.0.1:8080"]);
+}

@@ -18,6 +18,18 @@ pub struct PortEndpoints {
     pub ready: Vec<BackendSpec>,
     /// Serving and terminating endpoints, sorted.
     pub terminating: Vec<BackendSpec>,
+    /// The ready endpoints topology hints prefer for this node (same node, else same zone), when every ready
+    /// endpoint carries hints and some name this node or zone (kube-proxy's rule); `None` = no preference.
+    pub preferred: Option<Vec<BackendSpec>>,
+}
+
+/// One deduplicated endpoint while merging slices.
+struct Candidate {
+    readiness: Readiness,
+    port: u16,
+    local: bool,
+    zones: Vec<String>,
+    nodes: Vec<String>,
 }
 
 /// What an endpoint's conditions allow (KEP-1669).
@@ -52,13 +64,13 @@ pub fn port_endpoints<'a>(
     port: &ServicePort,
     slices: impl Iterator<Item = &'a EndpointSlice>,
     node_name: &str,
+    zone: Option<&str>,
 ) -> PortEndpoints {
     let Some(protocol) = Protocol::from_k8s(port.protocol.as_deref()) else {
         return PortEndpoints::default();
     };
     let port_name = port.name.as_deref().unwrap_or("");
-    // address -> (readiness, port, local)
-    let mut by_addr: BTreeMap<Ipv4Addr, (Readiness, u16, bool)> = BTreeMap::new();
+    let mut by_addr: BTreeMap<Ipv4Addr, Candidate> = BTreeMap::new();
     for slice in slices {
         let Some(number) = slice_port(slice, port_name, protocol) else {
             continue;
@@ -68,36 +80,72 @@ pub fn port_endpoints<'a>(
             let Some(addr) = ep.addresses.first().and_then(|a| a.parse::<Ipv4Addr>().ok()) else {
                 continue;
             };
-            let state = readiness(ep);
-            if state == Readiness::Excluded {
+            let readiness = readiness(ep);
+            if readiness == Readiness::Excluded {
                 continue;
             }
             let local = ep.node_name.as_deref() == Some(node_name) && !node_name.is_empty();
-            by_addr
-                .entry(addr)
-                .and_modify(|cur| {
-                    if (state, std::cmp::Reverse(number)) > (cur.0, std::cmp::Reverse(cur.1)) {
-                        *cur = (state, number, cur.2 || local);
-                    } else {
-                        cur.2 |= local;
+            let hints = ep.hints.as_ref();
+            let new = Candidate {
+                readiness,
+                port: number,
+                local,
+                zones: hints
+                    .and_then(|h| h.for_zones.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .map(|z| z.name.clone())
+                    .collect(),
+                nodes: hints
+                    .and_then(|h| h.for_nodes.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .map(|n| n.name.clone())
+                    .collect(),
+            };
+            match by_addr.get_mut(&addr) {
+                None => {
+                    by_addr.insert(addr, new);
+                }
+                Some(cur) => {
+                    let any_local = cur.local || local;
+                    if (readiness, std::cmp::Reverse(number)) > (cur.readiness, std::cmp::Reverse(cur.port)) {
+                        *cur = new;
                     }
-                })
-                .or_insert((state, number, local));
+                    cur.local = any_local;
+                }
+            }
         }
     }
     let mut out = PortEndpoints::default();
-    for (addr, (state, port, local)) in by_addr {
+    let (mut all_zone, mut any_zone, mut all_node, mut any_node) = (true, false, true, false);
+    let mut hinted: Vec<(BackendSpec, bool, bool)> = Vec::new();
+    for (addr, c) in by_addr {
         let spec = BackendSpec {
             addr,
-            port,
+            port: c.port,
             protocol,
-            local,
+            local: c.local,
         };
-        match state {
-            Readiness::Ready => out.ready.push(spec),
+        match c.readiness {
+            Readiness::Ready => {
+                let for_zone = zone.is_some_and(|z| c.zones.iter().any(|h| h == z));
+                let for_node = !node_name.is_empty() && c.nodes.iter().any(|h| h == node_name);
+                all_zone &= !c.zones.is_empty();
+                all_node &= !c.nodes.is_empty();
+                any_zone |= for_zone;
+                any_node |= for_node;
+                hinted.push((spec, for_node, for_zone));
+                out.ready.push(spec);
+            }
             Readiness::Terminating => out.terminating.push(spec),
             Readiness::Excluded => {}
         }
+    }
+    if all_node && any_node {
+        out.preferred = Some(hinted.iter().filter(|h| h.1).map(|h| h.0).collect());
+    } else if all_zone && any_zone {
+        out.preferred = Some(hinted.iter().filter(|h| h.2).map(|h| h.0).collect());
     }
     out
 }
