@@ -192,3 +192,53 @@ async fn apply_get_watch_delete() {
         "{after:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn label_annotate_scale_describe_and_discovery() {
+    let srv = common::server().await;
+    let k = Kubectl::new(&srv);
+    k.ok(&["apply", "-f", &k.path("manifest.yaml")]).await;
+
+    let out = k.ok(&["label", "cm", "c1", "team=blue"]).await;
+    assert!(out.contains("configmap/c1 labeled"), "{out}");
+    let out = k.ok(&["get", "cm", "-l", "team=blue", "-o", "name"]).await;
+    assert_eq!(out.trim(), "configmap/c1");
+    let out = k.ok(&["annotate", "svc", "web", "note=hi"]).await;
+    assert!(out.contains("service/web annotated"), "{out}");
+    let out = k
+        .ok(&["get", "svc", "web", "-o", "jsonpath={.metadata.annotations.note}"])
+        .await;
+    assert_eq!(out, "hi");
+
+    let out = k.ok(&["scale", "deploy", "web", "--replicas=5"]).await;
+    assert!(out.contains("deployment.apps/web scaled"), "{out}");
+    let out = k
+        .ok(&["get", "deploy", "web", "-o", "jsonpath={.spec.replicas}"])
+        .await;
+    assert_eq!(out, "5");
+
+    let out = k.ok(&["describe", "svc", "web"]).await;
+    assert!(
+        out.contains("Name:") && out.contains("web") && out.contains("Selector:") && out.contains("app=web"),
+        "{out}"
+    );
+    assert!(out.contains("NodePort:"), "{out}");
+
+    let out = k.ok(&["api-resources"]).await;
+    let deployments = line_with(&out, "deployments");
+    assert!(
+        deployments.contains("deploy") && deployments.contains("apps/v1") && deployments.contains("true"),
+        "{out}"
+    );
+    assert!(
+        line_with(&out, "endpointslices").contains("discovery.k8s.io/v1"),
+        "{out}"
+    );
+
+    let out = k.ok(&["get", "all", "-A"]).await;
+    assert!(out.contains("service/kubernetes"), "{out}");
+    assert!(out.contains("deployment.apps/web"), "{out}");
+
+    let out = k.ok(&["cluster-info"]).await;
+    assert!(out.contains("is running at"), "{out}");
+}

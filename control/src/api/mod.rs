@@ -7,6 +7,7 @@ pub mod path;
 pub mod query;
 pub mod read;
 pub mod router;
+pub mod scale;
 pub mod selector;
 pub mod status;
 pub mod table;

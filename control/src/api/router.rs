@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::path::{self, ResourcePath, Route};
 use super::query::{Query, wants_table};
 use super::status::ApiError;
-use super::{discovery, read, watch, write};
+use super::{discovery, objects, read, scale, watch, write};
 use crate::auth::{Attributes, Authenticator, Authorizer, PeerUser};
 use crate::registry::Registry;
 use crate::registry::kinds::{self, Kind};
@@ -205,6 +205,20 @@ async fn route(
         (Method::GET, false, None) if ctx.query.flag("watch") => watch::serve(state, &ctx).await,
         (Method::GET, false, None) => read::list(state, &ctx).await,
         (Method::GET, true, None | Some("status")) => read::get(state, &ctx).await,
+        (Method::GET, true, Some("scale")) => scale::get(state, &ctx).await,
+        (Method::PUT, true, Some("scale")) => {
+            require_json(&ctx)?;
+            let body = read_body(body, state.options.max_body).await?;
+            scale::set(state, &ctx, &objects::parse_body(&body)?).await
+        }
+        (Method::PATCH, true, Some("scale")) => {
+            let body = read_body(body, state.options.max_body).await?;
+            let patch: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+            let mut current = scale::current(state, &ctx).await?;
+            write::apply_patch(&ctx.content_type, &mut current, &patch)?;
+            scale::set(state, &ctx, &current).await
+        }
         (Method::POST, false, None) => {
             require_json(&ctx)?;
             let body = read_body(body, state.options.max_body).await?;

@@ -70,7 +70,8 @@ fn map_selector(object: &Value, pointer: &str) -> String {
     or_none(pairs.join(","))
 }
 
-fn label_selector(object: &Value, pointer: &str) -> String {
+/// A `LabelSelector` at `pointer` in kubectl's string form (`app=web,tier in (a,b)`), or `<none>`.
+pub fn label_selector(object: &Value, pointer: &str) -> String {
     let Some(sel) = object.pointer(pointer) else {
         return "<none>".into();
     };

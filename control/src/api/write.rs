@@ -135,7 +135,7 @@ fn merge_subresource(ctx: &Ctx, old: &Value, mut new: Value) -> Value {
     }
 }
 
-async fn load(state: &Arc<ApiState>, ctx: &Ctx) -> Result<Option<KeyValue>, ApiError> {
+pub async fn load(state: &Arc<ApiState>, ctx: &Ctx) -> Result<Option<KeyValue>, ApiError> {
     let key = ctx.kind.key(ctx.namespace(), ctx.name());
     state
         .store
@@ -158,13 +158,12 @@ fn requested_revision(object: &Value) -> Result<Option<Revision>, ApiError> {
 }
 
 /// Stores `new` over `old_kv` after metadata rules and admission; deletes when the last finalizer went away.
-async fn finish_update(
+pub async fn apply_update(
     state: &Arc<ApiState>,
     ctx: &Ctx,
     old_kv: &KeyValue,
     mut new: Value,
-    warnings: &[String],
-) -> Result<Response, ApiError> {
+) -> Result<Value, ApiError> {
     let kind = ctx.kind;
     let old = objects::from_kv(old_kv)?;
     if let Some(rv) = requested_revision(&new)?
@@ -181,7 +180,7 @@ async fn finish_update(
     if ctx.query.dry_run() {
         state.registry.release(&claims);
         new["metadata"]["resourceVersion"] = json!(old_kv.mod_revision.to_string());
-        return Ok(respond(StatusCode::OK, &new, warnings));
+        return Ok(new);
     }
     let finalizers_done = new
         .pointer("/metadata/finalizers")
@@ -195,8 +194,7 @@ async fn finish_update(
             .await
             .map_err(|e| ApiError::from_store(e, kind, ctx.name()))?;
         state.registry.deleted(kind, &old);
-        let gone = objects::from_store(&objects::to_store(&new), event.revision)?;
-        return Ok(respond(StatusCode::OK, &gone, warnings));
+        return objects::from_store(&objects::to_store(&new), event.revision);
     }
     match state
         .store
@@ -205,7 +203,7 @@ async fn finish_update(
     {
         Ok(kv) => {
             state.registry.updated(kind, &old, &new);
-            Ok(respond(StatusCode::OK, &objects::from_kv(&kv)?, warnings))
+            objects::from_kv(&kv)
         }
         Err(e) => {
             state.registry.release(&claims);
@@ -238,7 +236,21 @@ pub async fn update(state: &Arc<ApiState>, ctx: &Ctx, body: &[u8]) -> Result<Res
     let old_kv = load(state, ctx)
         .await?
         .ok_or_else(|| ApiError::not_found(ctx.kind, ctx.name()))?;
-    finish_update(state, ctx, &old_kv, object, &warnings).await
+    let updated = apply_update(state, ctx, &old_kv, object).await?;
+    Ok(respond(StatusCode::OK, &updated, &warnings))
+}
+
+/// Applies a patch of the given content type to `doc`.
+pub fn apply_patch(content_type: &str, doc: &mut Value, patch: &Value) -> Result<(), ApiError> {
+    match content_type.split(';').next().unwrap_or("").trim() {
+        "application/merge-patch+json" => objects::merge_patch(doc, patch),
+        "application/json-patch+json" => objects::json_patch(doc, patch)?,
+        "application/strategic-merge-patch+json" | "application/apply-patch+yaml" => {
+            objects::strategic_merge_patch(doc, patch);
+        }
+        other => return Err(ApiError::unsupported_media_type(other)),
+    }
+    Ok(())
 }
 
 /// PATCH of an object or its status.
@@ -257,14 +269,7 @@ pub async fn patch(state: &Arc<ApiState>, ctx: &Ctx, body: &[u8]) -> Result<Resp
             return Err(ApiError::not_found(ctx.kind, ctx.name()));
         };
         let mut doc = objects::from_kv(&old_kv)?;
-        match media.as_str() {
-            "application/merge-patch+json" => objects::merge_patch(&mut doc, &patch),
-            "application/json-patch+json" => objects::json_patch(&mut doc, &patch)?,
-            "application/strategic-merge-patch+json" | "application/apply-patch+yaml" => {
-                objects::strategic_merge_patch(&mut doc, &patch);
-            }
-            other => return Err(ApiError::unsupported_media_type(other)),
-        }
+        apply_patch(&ctx.content_type, &mut doc, &patch)?;
         let pinned = requested_revision(&doc)?
             .filter(|rv| *rv != old_kv.mod_revision)
             .is_some()
@@ -276,9 +281,10 @@ pub async fn patch(state: &Arc<ApiState>, ctx: &Ctx, body: &[u8]) -> Result<Resp
         let (doc, unknown) = normalize(ctx.kind, doc)?;
         let warnings = field_validation(ctx, &unknown)?;
         check_name(ctx, &doc)?;
-        match finish_update(state, ctx, &old_kv, doc, &warnings).await {
+        match apply_update(state, ctx, &old_kv, doc).await {
             Err(e) if e.reason == "Conflict" && !pinned && attempt < PATCH_ATTEMPTS => continue,
-            other => return other,
+            Err(e) => return Err(e),
+            Ok(updated) => return Ok(respond(StatusCode::OK, &updated, &warnings)),
         }
     }
     Err(ApiError::conflict(ctx.kind, ctx.name()))
