@@ -11,7 +11,10 @@ use clap::{Parser, Subcommand};
 
 /// `agnhost`'s command line.
 #[derive(Debug, Parser)]
-#[command(name = "agnhost", about = "Built-in agnhost test server (netexec, serve-hostname, pause)")]
+#[command(
+    name = "agnhost",
+    about = "Built-in agnhost test server (netexec, serve-hostname, pause)"
+)]
 pub struct Agnhost {
     #[command(subcommand)]
     pub command: AgnhostCommand,

@@ -32,10 +32,7 @@ pub struct NetexecArgs {
 /// Answers one HTTP request.
 pub fn respond(req: &Request, host: &str) -> Response {
     match req.path.as_str() {
-        "/" => Response::ok(format!(
-            "NOW: {}",
-            k8s_openapi::jiff::Timestamp::now()
-        )),
+        "/" => Response::ok(format!("NOW: {}", k8s_openapi::jiff::Timestamp::now())),
         "/hostname" => Response::ok(host.to_string()),
         "/echo" => {
             let msg = req.param("msg").unwrap_or_default().to_string();

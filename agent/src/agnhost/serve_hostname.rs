@@ -89,7 +89,10 @@ async fn serve_udp(sock: UdpSocket, host: String) -> Result<()> {
 /// Runs until SIGTERM/SIGINT.
 pub async fn run(a: ServeHostnameArgs) -> Result<()> {
     if a.tcp && a.http {
-        bail!("--tcp and --http cannot both serve port {}: pass --http=false", a.port);
+        bail!(
+            "--tcp and --http cannot both serve port {}: pass --http=false",
+            a.port
+        );
     }
     if !(a.tcp || a.udp || a.http) {
         bail!("nothing to serve: pass --http, --tcp or --udp");
@@ -108,7 +111,13 @@ pub async fn run(a: ServeHostnameArgs) -> Result<()> {
     if a.udp {
         tasks.push(tokio::spawn(serve_udp(bind_udp(a.port).await?, host.clone())));
     }
-    tracing::info!(port = a.port, tcp = a.tcp, udp = a.udp, http = a.http, "serve-hostname serving");
+    tracing::info!(
+        port = a.port,
+        tcp = a.tcp,
+        udp = a.udp,
+        http = a.http,
+        "serve-hostname serving"
+    );
     super::pause::run().await?;
     for t in tasks {
         t.abort();
