@@ -125,8 +125,8 @@ pub struct InspectArgs {
     #[command(subcommand)]
     pub what: InspectWhat,
     /// Node whose pins to read.
-    #[arg(long, env = "NODE_NAME", global = true, default_value = "")]
-    pub node_name: String,
+    #[arg(long, env = "NODE_NAME", global = true)]
+    pub node_name: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -266,7 +266,7 @@ mod tests {
         let Command::Inspect(i) = cli.command else {
             panic!("not inspect")
         };
-        assert_eq!(i.node_name, "n");
+        assert_eq!(i.node_name.as_deref(), Some("n"));
         assert!(matches!(
             i.what,
             InspectWhat::Flow {

@@ -108,11 +108,14 @@ fn node_pin(node: &str) -> Result<PinDir> {
 }
 
 fn inspect_cmd(a: InspectArgs) -> Result<()> {
-    let pin = node_pin(&a.node_name)?;
+    let node = a
+        .node_name
+        .context("which node? pass --node-name NODE (or set NODE_NAME)")?;
+    let pin = node_pin(&node)?;
     anyhow::ensure!(
         pin.path().exists(),
         "nothing pinned for node {} ({} does not exist): is its agent running?",
-        a.node_name,
+        node,
         pin.path().display()
     );
     let what = match a.what {

@@ -10,7 +10,12 @@ use std::{
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeMetric},
-    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    metrics::{
+        MetricType,
+        counter::ConstCounter,
+        gauge::ConstGauge,
+        histogram::{Histogram, exponential_buckets},
+    },
     registry::Registry,
 };
 use tokio::{
@@ -42,22 +47,39 @@ pub struct Snapshot {
     pub sync_errors: u64,
     pub sync_ops: u64,
     pub last_sync_seconds: f64,
-    pub sync_seconds_total: f64,
     pub ct_gc_deleted: u64,
     pub udp_flows_purged: u64,
 }
 
 /// Shared, cheaply cloneable handle the agent's tasks update.
-#[derive(Clone, Debug, Default)]
-pub struct Metrics(Arc<Mutex<Snapshot>>);
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    state: Arc<Mutex<Snapshot>>,
+    sync_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            state: Arc::default(),
+            // 100 us .. ~3.3 s.
+            sync_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+        }
+    }
+}
 
 impl Metrics {
+    /// Records the duration of one sync.
+    pub fn observe_sync(&self, took: Duration) {
+        self.sync_seconds.observe(took.as_secs_f64());
+    }
+
     pub fn update(&self, f: impl FnOnce(&mut Snapshot)) {
-        f(&mut self.0.lock().expect("metrics lock"));
+        f(&mut self.state.lock().expect("metrics lock"));
     }
 
     fn snapshot(&self) -> Snapshot {
-        self.0.lock().expect("metrics lock").clone()
+        self.state.lock().expect("metrics lock").clone()
     }
 }
 
@@ -194,12 +216,6 @@ impl Collector for DataplaneCollector {
             "Duration of the last sync",
             &[(none.clone(), s.last_sync_seconds)],
         )?;
-        gauge_family(
-            &mut enc,
-            "skiff_sync_duration_seconds_sum",
-            "Total time spent syncing",
-            &[(none.clone(), s.sync_seconds_total)],
-        )?;
         counter_family(
             &mut enc,
             "skiff_conntrack_gc_deleted",
@@ -219,6 +235,11 @@ impl Collector for DataplaneCollector {
 /// Builds the registry for a node.
 pub fn registry(pin: PinDir, metrics: Metrics) -> Registry {
     let mut r = Registry::default();
+    r.register(
+        "skiff_sync_duration_seconds",
+        "Time to plan and apply one sync",
+        metrics.sync_seconds.clone(),
+    );
     r.register_collector(Box::new(DataplaneCollector { pin, metrics }));
     r
 }
@@ -311,9 +332,12 @@ mod tests {
         let m = Metrics::default();
         m.update(|s| {
             s.syncs = 3;
+            s.maps.insert("affinity", (1, 65_536));
             s.maps.insert("conntrack", (10, 262_144));
         });
+        m.observe_sync(Duration::from_millis(3));
         let out = render(&registry(pin, m));
+        assert!(out.contains("skiff_sync_duration_seconds_count 1"), "{out}");
         assert!(out.contains("skiff_syncs_total 3"), "{out}");
         assert!(out.contains("skiff_map_entries{map=\"conntrack\"} 10"), "{out}");
         assert!(

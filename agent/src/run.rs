@@ -142,6 +142,7 @@ impl Syncer {
             .collect();
         let (svc_cap, be_cap) = self.maps.capacities();
         let (n_svc, n_be) = (c.services.len() as u64, c.backends.len() as u64);
+        self.metrics.observe_sync(took);
         self.metrics.update(|s| {
             s.services = services;
             s.backends = backends;
@@ -151,7 +152,6 @@ impl Syncer {
             s.sync_ops += ops as u64;
             s.udp_flows_purged += purged as u64;
             s.last_sync_seconds = took.as_secs_f64();
-            s.sync_seconds_total += took.as_secs_f64();
         });
     }
 }
@@ -167,17 +167,19 @@ async fn gc_loop(pin: PinDir, cfg: (CtTimeouts, Duration, usize), metrics: Metri
         let r = tokio::task::spawn_blocking(move || {
             let mut flows = FlowMaps::open(&pin)?;
             let cap = flows.conntrack_capacity();
-            gc_pass(&mut flows, &timeouts, monotonic_ns(), batch).map(|s| (s, cap))
+            let affinity = (flows.affinity_entries().len(), flows.affinity_capacity());
+            gc_pass(&mut flows, &timeouts, monotonic_ns(), batch).map(|s| (s, cap, affinity))
         })
         .await;
         match r {
-            Ok(Ok((s, cap))) => {
+            Ok(Ok((s, cap, (aff, aff_cap)))) => {
                 if s.deleted > 0 {
                     tracing::debug!(deleted = s.deleted, remaining = s.remaining, "conntrack GC");
                 }
                 metrics.update(|m| {
                     m.ct_gc_deleted += s.deleted as u64;
                     m.maps.insert("conntrack", (s.remaining as u64, u64::from(cap)));
+                    m.maps.insert("affinity", (aff as u64, u64::from(aff_cap)));
                 });
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "conntrack GC"),

@@ -210,6 +210,10 @@ impl FlowMaps {
         max_entries(&self.conntrack)
     }
 
+    pub fn affinity_capacity(&self) -> u32 {
+        max_entries(&self.affinity)
+    }
+
     /// Deletes a conntrack entry (missing is fine: the datapath or LRU may have removed it).
     pub fn delete_ct(&mut self, k: &CtKey) -> Result<()> {
         ignore_missing(self.conntrack.remove(k)).map_err(op_err("deleting conntrack entry"))
