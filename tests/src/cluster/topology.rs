@@ -10,10 +10,14 @@
 //! Pods have a /32 address and a default route via their node's gateway address, which sits on every host-side
 //! veth; nodes route each other's pod CIDR via the underlay. Transmit checksum offload is off on every veth, since
 //! frames redirected by XDP cannot have their checksum completed later (see EBPF-NOTES).
-use std::sync::{Mutex, MutexGuard};
+use std::{
+    fs::{File, TryLockError},
+    sync::{Mutex, MutexGuard},
+    time::Duration,
+};
 
 use super::agent;
-use crate::netns::{self, Netns, exec, ip};
+use crate::netns::{self, Netns, exec, ip, wait_for};
 
 /// Prefix of every namespace, cgroup and pin directory these tests create.
 pub const PREFIX: &str = "skt-";
@@ -90,14 +94,18 @@ pub const BACKENDS: [Pod; 3] = [BE1, BE2, BE3];
 pub const CGROUP1: &str = "/sys/fs/cgroup/unified/skt-node1";
 const CGROUP_ROOT: &str = "/sys/fs/cgroup/unified";
 
-/// Only one topology can exist at a time (fixed names): tests in one binary take turns.
+/// Only one topology can exist at a time (fixed names): tests in one binary take turns on this mutex, test
+/// processes (two suites or two developers running them) on a lock file.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+const LOCK_FILE: &str = "/run/skt-e2e.lock";
+const LOCK_WAIT: Duration = Duration::from_secs(600);
 
 /// The built network. Dropping it deletes every namespace (and with them every veth) and the cgroup.
 pub struct Topology {
     // Field order is drop order: namespaces, then the cgroup, then the lock.
     namespaces: Vec<Netns>,
     _cgroup: CgroupGuard,
+    _process_turn: File,
     _turn: MutexGuard<'static, ()>,
 }
 
@@ -106,6 +114,7 @@ impl Topology {
         let turn = ONE_AT_A_TIME
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let process_turn = lock_across_processes();
         sweep();
         let cgroup = CgroupGuard::create(CGROUP1);
         let mut namespaces = Vec::new();
@@ -159,6 +168,7 @@ impl Topology {
         Topology {
             namespaces,
             _cgroup: cgroup,
+            _process_turn: process_turn,
             _turn: turn,
         }
     }
@@ -167,6 +177,26 @@ impl Topology {
     pub fn namespaces(&self) -> Vec<&str> {
         self.namespaces.iter().map(Netns::name).collect()
     }
+}
+
+/// Waits (bounded) for the exclusive lock on `LOCK_FILE`; the kernel releases it when the process ends.
+fn lock_across_processes() -> File {
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(LOCK_FILE)
+        .unwrap_or_else(|e| panic!("opening {LOCK_FILE}: {e}"));
+    let got = wait_for(LOCK_WAIT, || match file.try_lock() {
+        Ok(()) => Some(()),
+        Err(TryLockError::WouldBlock) => None,
+        Err(TryLockError::Error(e)) => panic!("locking {LOCK_FILE}: {e}"),
+    });
+    assert!(
+        got.is_some(),
+        "another process held {LOCK_FILE} (an e2e run with the skt- names) for {LOCK_WAIT:?}"
+    );
+    file
 }
 
 /// `eth0` in `ns` with `addr`, its peer `wire_peer` in the wire bridge.
