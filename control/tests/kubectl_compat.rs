@@ -239,6 +239,68 @@ async fn label_annotate_scale_describe_and_discovery() {
     assert!(out.contains("service/kubernetes"), "{out}");
     assert!(out.contains("deployment.apps/web"), "{out}");
 
+    let out = k.ok(&["explain", "deployment.spec.replicas"]).await;
+    assert!(out.contains("KIND:") && out.contains("Deployment") && out.contains("replicas"), "{out}");
+    let out = k.ok(&["explain", "pods.spec.containers"]).await;
+    assert!(out.contains("FIELDS:") && out.contains("image"), "{out}");
+
     let out = k.ok(&["cluster-info"]).await;
     assert!(out.contains("is running at"), "{out}");
+}
+
+const NODE_AND_POD: &str = r#"
+apiVersion: v1
+kind: Node
+metadata:
+  name: node-1
+  labels:
+    node-role.kubernetes.io/worker: ""
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: p1
+  labels:
+    app: web
+spec:
+  containers:
+  - name: c
+    image: registry.k8s.io/pause:3.10
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_server_side_apply_json_and_describe() {
+    let srv = common::server().await;
+    let k = Kubectl::new(&srv);
+    let extra = k.path("node-pod.yaml");
+    std::fs::write(&extra, NODE_AND_POD).unwrap();
+    let out = k.ok(&["create", "-f", &extra]).await;
+    assert!(
+        out.contains("node/node-1 created") && out.contains("pod/p1 created"),
+        "{out}"
+    );
+
+    let out = k
+        .ok(&["apply", "--server-side", "-f", &k.path("manifest.yaml")])
+        .await;
+    assert!(out.contains("deployment.apps/web serverside-applied"), "{out}");
+    let out = k
+        .ok(&["apply", "--server-side", "-f", &k.path("manifest.yaml")])
+        .await;
+    assert!(out.contains("configmap/c1 serverside-applied"), "{out}");
+
+    let json = k.ok(&["get", "cm", "c1", "-o", "json"]).await;
+    let value: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(value["data"]["greeting"], "hello");
+
+    let out = k.ok(&["get", "nodes"]).await;
+    let row = line_with(&out, "node-1");
+    assert!(row.contains("Unknown") && row.contains("worker"), "{out}");
+    for (what, needle) in [("node", "node-1"), ("pod", "p1"), ("deployment", "web")] {
+        let out = k.ok(&["describe", what, needle]).await;
+        assert!(
+            out.contains("Name:") && out.contains(needle),
+            "describe {what}: {out}"
+        );
+    }
 }

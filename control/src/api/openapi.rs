@@ -6,7 +6,13 @@ use serde_json::{Value, json};
 
 use super::discovery::KUBE_VERSION;
 use super::router::json_response;
-use crate::registry::kinds::group_versions;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::OnceLock;
+
+use k8s_openapi::schemars::generate::SchemaSettings;
+
+use crate::registry::kinds::{KINDS, Kind, group_versions};
 
 /// The media type kubectl reads (note the dot before `v1.0`).
 pub const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
@@ -70,30 +76,110 @@ fn gv_path(group: &str, version: &str) -> String {
     }
 }
 
+/// Per group-version OpenAPI v3 documents, generated once from the k8s-openapi schemas.
+fn v3_documents() -> &'static HashMap<String, (Value, u64)> {
+    static DOCS: OnceLock<HashMap<String, (Value, u64)>> = OnceLock::new();
+    DOCS.get_or_init(|| {
+        group_versions()
+            .into_iter()
+            .map(|(g, v)| {
+                let doc = build_v3(g, v);
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                doc.to_string().hash(&mut hasher);
+                (gv_path(g, v), (doc, hasher.finish()))
+            })
+            .collect()
+    })
+}
+
+fn build_v3(group: &str, version: &str) -> Value {
+    let mut generator = SchemaSettings::openapi3().into_generator();
+    let kinds: Vec<_> = KINDS
+        .iter()
+        .filter(|k| k.group == group && k.version == version)
+        .collect();
+    for kind in &kinds {
+        (kind.schema)(&mut generator);
+    }
+    let mut schemas = generator.take_definitions(true);
+    for kind in &kinds {
+        if let Some(definition) = schemas.get_mut((kind.schema_name)().as_ref()) {
+            definition["x-kubernetes-group-version-kind"] =
+                json!([{"group": kind.group, "version": kind.version, "kind": kind.kind}]);
+        }
+    }
+    let mut paths = serde_json::Map::new();
+    for kind in &kinds {
+        add_paths(&mut paths, kind);
+    }
+    json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": format!("v{}.{}.0", KUBE_VERSION.0, KUBE_VERSION.1)},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    })
+}
+
+/// Operations for a kind's collection and item paths, tagged with the kind (kubectl explain finds the
+/// schema through them) and advertising server-side `fieldValidation` on writes.
+fn add_paths(paths: &mut serde_json::Map<String, Value>, kind: &Kind) {
+    let root = if kind.group.is_empty() {
+        format!("/api/{}", kind.version)
+    } else {
+        format!("/apis/{}/{}", kind.group, kind.version)
+    };
+    let base = if kind.namespaced {
+        format!("{root}/namespaces/{{namespace}}/{}", kind.plural)
+    } else {
+        format!("{root}/{}", kind.plural)
+    };
+    let gvk = json!({"group": kind.group, "version": kind.version, "kind": kind.kind});
+    let reference = json!({"$ref": format!("#/components/schemas/{}", (kind.schema_name)())});
+    let ok = json!({"200": {"description": "OK", "content": {"application/json": {"schema": reference}}}});
+    let field_validation = json!({
+        "name": "fieldValidation",
+        "in": "query",
+        "description": "fieldValidation instructs the server on how to handle objects in the request containing \
+            unknown or duplicate fields. Valid values are: Ignore, Warn (the default) and Strict.",
+        "schema": {"type": "string", "uniqueItems": true},
+    });
+    let op = |action: &str, writes: bool| {
+        let mut op = json!({
+            "operationId": format!("{action}{}", kind.kind),
+            "responses": ok.clone(),
+            "x-kubernetes-action": action,
+            "x-kubernetes-group-version-kind": gvk.clone(),
+        });
+        if writes {
+            op["parameters"] = json!([field_validation.clone()]);
+        }
+        op
+    };
+    paths.insert(
+        base.clone(),
+        json!({"get": op("list", false), "post": op("post", true)}),
+    );
+    paths.insert(
+        format!("{base}/{{name}}"),
+        json!({"get": op("get", false), "put": op("put", true), "patch": op("patch", true), "delete": op("delete", false)}),
+    );
+}
+
 /// `/openapi/v3`: the index of per group-version documents.
 pub fn v3_root() -> Value {
     let mut paths = serde_json::Map::new();
-    for (g, v) in group_versions() {
-        let path = gv_path(g, v);
+    for (path, (_, hash)) in v3_documents() {
         paths.insert(
             path.clone(),
-            json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash=skiff0")}),
+            json!({"serverRelativeURL": format!("/openapi/v3/{path}?hash={hash:016X}")}),
         );
     }
     json!({"paths": paths})
 }
 
-/// `/openapi/v3/<gv path>`: a document for one group-version.
+/// `/openapi/v3/<gv path>`: the document for one group-version.
 pub fn v3_doc(path: &str) -> Option<Value> {
-    group_versions()
-        .into_iter()
-        .find(|(g, v)| gv_path(g, v) == path)?;
-    Some(json!({
-        "openapi": "3.0.0",
-        "info": {"title": "Kubernetes", "version": format!("v{}.{}.0", KUBE_VERSION.0, KUBE_VERSION.1)},
-        "paths": {},
-        "components": {"schemas": {}},
-    }))
+    v3_documents().get(path).map(|(doc, _)| doc.clone())
 }
 
 #[cfg(test)]
@@ -122,5 +208,14 @@ mod tests {
         assert!(root["paths"].get("apis/apps/v1").is_some());
         assert!(v3_doc("apis/apps/v1").is_some());
         assert!(v3_doc("apis/nope/v1").is_none());
+        let core = v3_doc("api/v1").unwrap();
+        let pod = &core["components"]["schemas"]["io.k8s.api.core.v1.Pod"];
+        assert_eq!(pod["x-kubernetes-group-version-kind"][0]["kind"], "Pod");
+        assert!(pod["properties"]["spec"].is_object());
+        assert!(
+            core["components"]["schemas"]
+                .get("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")
+                .is_some()
+        );
     }
 }

@@ -1,10 +1,14 @@
 //! The table of served resource kinds: names, scope, verbs and the typed (k8s-openapi) schema of each.
 
 use k8s_openapi::api::{apps, coordination, core, discovery, events};
+use k8s_openapi::schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::Value;
 
 /// Decodes a JSON object into the kind's k8s-openapi type and encodes it back (prunes unknown fields).
 pub type Normalize = fn(Value) -> Result<Value, serde_json::Error>;
+
+/// Adds the kind's OpenAPI schema (and everything it references) to a generator; returns the reference.
+pub type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
 
 /// One served resource (a plural name inside a group-version).
 #[derive(Debug, Clone, Copy)]
@@ -21,6 +25,9 @@ pub struct Kind {
     pub verbs: &'static [&'static str],
     pub subresources: &'static [&'static str],
     pub normalize: Normalize,
+    pub schema: SchemaFn,
+    /// The schema's definition name (`io.k8s.api.core.v1.Pod`).
+    pub schema_name: fn() -> std::borrow::Cow<'static, str>,
 }
 
 impl Kind {
@@ -91,6 +98,8 @@ macro_rules! kind {
             verbs: $verbs,
             subresources: $sub,
             normalize: roundtrip::<$ty>,
+            schema: |generator| generator.subschema_for::<$ty>(),
+            schema_name: <$ty as JsonSchema>::schema_name,
         }
     };
 }
