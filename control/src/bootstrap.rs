@@ -53,22 +53,104 @@ pub async fn restore_allocations(store: &dyn Store, registry: &Registry) -> Resu
     Ok(list.items.len())
 }
 
-/// Creates the system namespaces and the `kubernetes` Service pointing at the apiserver port.
-pub async fn ensure(store: &dyn Store, registry: &Registry, api_port: u16) -> Result<(), store::Error> {
+/// Creates `desired` when missing; otherwise copies the listed top-level fields over when they differ.
+async fn reconcile(
+    store: &dyn Store,
+    registry: &Registry,
+    kind: &Kind,
+    namespace: Option<&str>,
+    desired: Value,
+    fields: &[&str],
+) -> Result<(), store::Error> {
+    let name = desired["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let Some(kv) = store.get(&kind.key(namespace, &name)).await? else {
+        return create_if_missing(store, registry, kind, namespace, desired).await;
+    };
+    let mut current: Value = serde_json::from_slice(&kv.value)
+        .map_err(|e| store::Error::Backend(format!("bootstrap {name}: {e}")))?;
+    let mut changed = false;
+    for field in fields {
+        let want = desired.pointer(field).cloned().unwrap_or(Value::Null);
+        if current.pointer(field) != Some(&want) {
+            let (parent, leaf) = field.rsplit_once('/').unwrap_or(("", field));
+            if let Some(target) = current.pointer_mut(parent).and_then(Value::as_object_mut) {
+                target.insert(leaf.to_owned(), want);
+                changed = true;
+            }
+        }
+    }
+    if changed {
+        store
+            .update(&kv.key, objects::to_store(&current), Some(kv.mod_revision))
+            .await?;
+    }
+    Ok(())
+}
+
+/// Creates the system namespaces, and points the `default/kubernetes` Service, Endpoints and
+/// EndpointSlice at this apiserver (`advertise`:`api_port`), updating them when the address changed.
+pub async fn ensure(
+    store: &dyn Store,
+    registry: &Registry,
+    advertise: std::net::IpAddr,
+    api_port: u16,
+) -> Result<(), store::Error> {
     let namespaces = kind("", "namespaces");
     for ns in SYSTEM_NAMESPACES {
         let object = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "labels": {"kubernetes.io/metadata.name": ns}}});
         create_if_missing(store, registry, namespaces, None, object).await?;
     }
     let cluster_ip = registry.config().service_cidr.first_host().to_string();
+    let labels = json!({"component": "apiserver", "provider": "kubernetes"});
     let service = json!({
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "metadata": {"name": "kubernetes", "labels": labels},
         "spec": {
             "clusterIP": cluster_ip,
             "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": api_port}],
         },
     });
-    create_if_missing(store, registry, kind("", "services"), Some("default"), service).await
+    let default = Some("default");
+    reconcile(
+        store,
+        registry,
+        kind("", "services"),
+        default,
+        service,
+        &["/spec/ports"],
+    )
+    .await?;
+    let ip = advertise.to_string();
+    let endpoints = json!({
+        "apiVersion": "v1",
+        "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": ip}], "ports": [{"name": "https", "port": api_port, "protocol": "TCP"}]}],
+    });
+    reconcile(
+        store,
+        registry,
+        kind("", "endpoints"),
+        default,
+        endpoints,
+        &["/subsets"],
+    )
+    .await?;
+    let slice = json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": "kubernetes", "labels": {
+            "kubernetes.io/service-name": "kubernetes",
+            "endpointslice.kubernetes.io/managed-by": "skiff-control",
+        }},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [ip], "conditions": {"ready": true, "serving": true, "terminating": false}}],
+        "ports": [{"name": "https", "port": api_port, "protocol": "TCP"}],
+    });
+    let slices = kinds::find("discovery.k8s.io", "v1", "endpointslices").expect("endpointslices are served");
+    reconcile(store, registry, slices, default, slice, &["/endpoints", "/ports"]).await
 }

@@ -113,6 +113,7 @@ async fn main() -> anyhow::Result<()> {
             ..EmbeddedOptions::default()
         },
         security,
+        advertise_address: args.advertise_address.as_deref().and_then(|a| a.parse().ok()),
     };
     let running = server::start(config).await.context("starting skiff-control")?;
     if let Some(path) = &args.kubeconfig_out {

@@ -67,6 +67,9 @@ pub struct ServerConfig {
     pub api: ApiOptions,
     pub store: EmbeddedOptions,
     pub security: Security,
+    /// Address published in the `kubernetes` Service's endpoints [default: the listen address, or
+    /// 127.0.0.1 when listening on all addresses].
+    pub advertise_address: Option<std::net::IpAddr>,
 }
 
 impl ServerConfig {
@@ -79,6 +82,7 @@ impl ServerConfig {
             api: ApiOptions::default(),
             store: EmbeddedOptions::default(),
             security: Security::InsecureLoopback,
+            advertise_address: None,
         }
     }
 }
@@ -218,7 +222,12 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         addr: config.listen,
         source,
     })?;
-    bootstrap::ensure(&*store, &registry, addr.port())
+    let advertise = config.advertise_address.unwrap_or(if addr.ip().is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        addr.ip()
+    });
+    bootstrap::ensure(&*store, &registry, advertise, addr.port())
         .await
         .map_err(StartError::Bootstrap)?;
 
@@ -235,6 +244,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
                 config.registry.service_cidr.first_host().to_string(),
             ];
             names.extend(hosts.iter().cloned());
+            names.push(advertise.to_string());
             names.sort();
             names.dedup();
             let pki = pki::load_or_create(&config.data_dir.join("pki"), &names)?;

@@ -94,6 +94,31 @@ async fn system_objects_exist_at_start() {
     assert_eq!(code, StatusCode::OK);
     assert_eq!(svc["spec"]["clusterIP"], "10.96.0.1");
     assert_eq!(svc["spec"]["ports"][0]["targetPort"], srv.server.addr.port());
+    let (code, slice) = call(
+        &srv,
+        "GET",
+        "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes",
+        None,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(slice["endpoints"][0]["addresses"][0], "127.0.0.1");
+    assert_eq!(slice["ports"][0]["port"], srv.server.addr.port());
+    assert_eq!(
+        slice["metadata"]["labels"]["kubernetes.io/service-name"],
+        "kubernetes"
+    );
+    let (_, endpoints) = call(
+        &srv,
+        "GET",
+        "/api/v1/namespaces/default/endpoints/kubernetes",
+        None,
+    )
+    .await;
+    assert_eq!(
+        endpoints["subsets"][0]["ports"][0]["port"],
+        srv.server.addr.port()
+    );
 }
 
 #[tokio::test]
@@ -576,5 +601,22 @@ async fn state_and_allocations_survive_restart() {
         code,
         StatusCode::UNPROCESSABLE_ENTITY,
         "the restored allocator knows the address is taken"
+    );
+    let (_, slice) = call(
+        &srv,
+        "GET",
+        "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/kubernetes",
+        None,
+    )
+    .await;
+    assert_eq!(
+        slice["ports"][0]["port"],
+        srv.server.addr.port(),
+        "the new port is published after a restart"
+    );
+    let (_, kubernetes) = call(&srv, "GET", &format!("{svcs}/kubernetes"), None).await;
+    assert_eq!(
+        kubernetes["spec"]["ports"][0]["targetPort"],
+        srv.server.addr.port()
     );
 }
