@@ -3,6 +3,7 @@
 pub mod api;
 pub mod auth;
 pub mod bootstrap;
+pub mod controllers;
 pub mod registry;
 pub mod server;
 pub mod store;

@@ -94,6 +94,7 @@ pub struct Running {
     /// Certificates and admin credentials when serving HTTPS.
     pub pki: Option<Pki>,
     task: JoinHandle<std::io::Result<()>>,
+    background: Arc<std::sync::Mutex<JoinSet<()>>>,
 }
 
 impl Running {
@@ -114,6 +115,10 @@ impl Running {
 impl Drop for Running {
     fn drop(&mut self) {
         self.task.abort();
+        self.background
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .abort_all();
     }
 }
 
@@ -255,13 +260,18 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         }
         Security::InsecureLoopback => (None, None, Authenticator::new(true), Box::new(AllowAll)),
     };
+    let background = Arc::new(std::sync::Mutex::new(JoinSet::new()));
     let state = Arc::new(ApiState {
         store: Arc::clone(&store),
         registry,
         options: config.api,
         authn,
         authz,
+        background: Arc::clone(&background),
     });
+    crate::controllers::namespace::resume(Arc::clone(&state))
+        .await
+        .map_err(StartError::Bootstrap)?;
     let task = tokio::spawn(accept_loop(listener, tls, router(state)));
     tracing::info!(%addr, tls = pki.is_some(), data_dir = %config.data_dir.display(), "skiff-control serving");
     Ok(Running {
@@ -269,5 +279,6 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         store,
         pki,
         task,
+        background,
     })
 }

@@ -620,3 +620,69 @@ async fn state_and_allocations_survive_restart() {
         srv.server.addr.port()
     );
 }
+
+#[tokio::test]
+async fn namespace_deletion_empties_then_removes_it() {
+    let srv = server().await;
+    let (code, status) = call(&srv, "DELETE", "/api/v1/namespaces/default", None).await;
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    assert!(status["message"].as_str().unwrap().contains("may not be deleted"));
+
+    call(
+        &srv,
+        "POST",
+        "/api/v1/namespaces",
+        Some(json!({"metadata": {"name": "team"}})),
+    )
+    .await;
+    let team = "/api/v1/namespaces/team/configmaps";
+    call(&srv, "POST", team, Some(cm("plain", json!({})))).await;
+    let mut held = cm("held", json!({}));
+    held["metadata"]["finalizers"] = json!(["example.com/hold"]);
+    call(&srv, "POST", team, Some(held)).await;
+
+    let (code, ns) = call(&srv, "DELETE", "/api/v1/namespaces/team", None).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(ns["status"]["phase"], "Terminating");
+    let (code, status) = call(&srv, "POST", team, Some(cm("late", json!({})))).await;
+    assert_eq!(code, StatusCode::FORBIDDEN, "{status}");
+
+    let wait_for = |path: String| {
+        let srv = &srv;
+        async move {
+            for _ in 0..50 {
+                if call(srv, "GET", &path, None).await.0 == StatusCode::NOT_FOUND {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            false
+        }
+    };
+    assert!(
+        wait_for(format!("{team}/plain")).await,
+        "objects without finalizers are deleted"
+    );
+    let (code, held) = call(&srv, "GET", &format!("{team}/held"), None).await;
+    assert_eq!(code, StatusCode::OK);
+    assert!(
+        held["metadata"]["deletionTimestamp"].is_string(),
+        "held objects are marked for deletion"
+    );
+    let (code, _) = call(&srv, "GET", "/api/v1/namespaces/team", None).await;
+    assert_eq!(code, StatusCode::OK, "the namespace waits for the finalizer");
+
+    let merge = [("content-type", "application/merge-patch+json")];
+    call_with(
+        &srv,
+        "PATCH",
+        &format!("{team}/held"),
+        &merge,
+        Some(json!({"metadata": {"finalizers": null}})),
+    )
+    .await;
+    assert!(
+        wait_for("/api/v1/namespaces/team".to_owned()).await,
+        "the namespace goes once it is empty"
+    );
+}

@@ -47,6 +47,20 @@ pub struct ApiState {
     pub options: ApiOptions,
     pub authn: Authenticator,
     pub authz: Box<dyn Authorizer>,
+    /// Background work started by requests (namespace finalization); aborted when the server stops.
+    pub background: Arc<std::sync::Mutex<tokio::task::JoinSet<()>>>,
+}
+
+impl ApiState {
+    /// Runs `task` in the background for as long as the server runs.
+    pub fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut set = self
+            .background
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        while set.try_join_next().is_some() {}
+        set.spawn(task);
+    }
 }
 
 /// A resource request after routing: the kind, the URL parts, the query and the headers that matter.

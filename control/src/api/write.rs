@@ -10,6 +10,7 @@ use super::objects::{self, check_type, normalize, parse_body};
 use super::read::{Filter, list_page};
 use super::router::{ApiState, Ctx, json_response};
 use super::status::ApiError;
+use crate::controllers::namespace;
 use crate::registry::kinds::{self, Kind};
 use crate::registry::meta;
 use crate::store::{KeyValue, Revision};
@@ -60,11 +61,19 @@ async fn ensure_namespace(state: &Arc<ApiState>, ctx: &Ctx) -> Result<(), ApiErr
         .get(&namespaces.key(None, ns))
         .await
         .map_err(|e| ApiError::from_store(e, namespaces, ns))?;
-    found
-        .map(|_| ())
-        .ok_or_else(|| ApiError::not_found(namespaces, ns))
+    let kv = found.ok_or_else(|| ApiError::not_found(namespaces, ns))?;
+    if objects::from_kv(&kv)?
+        .pointer("/metadata/deletionTimestamp")
+        .is_some()
+    {
+        return Err(ApiError::forbidden(format!(
+            "{} {:?} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+            ctx.kind.plural,
+            ctx.name()
+        )));
+    }
+    Ok(())
 }
-
 /// POST to a collection.
 pub async fn create(state: &Arc<ApiState>, ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
     let object = parse_body(body)?;
@@ -335,6 +344,9 @@ pub async fn delete(state: &Arc<ApiState>, ctx: &Ctx, body: &[u8]) -> Result<Res
     {
         return Ok(json_response(StatusCode::OK, &old));
     }
+    if ctx.kind.plural == "namespaces" && ctx.kind.group.is_empty() {
+        return delete_namespace(state, ctx, &old_kv, old).await;
+    }
     let has_finalizers = old
         .pointer("/metadata/finalizers")
         .and_then(Value::as_array)
@@ -363,6 +375,34 @@ pub async fn delete(state: &Arc<ApiState>, ctx: &Ctx, body: &[u8]) -> Result<Res
         StatusCode::OK,
         &objects::from_store(&event.kv.value, event.revision)?,
     ))
+}
+
+/// Namespaces go Terminating; a background task empties and then removes them.
+async fn delete_namespace(
+    state: &Arc<ApiState>,
+    ctx: &Ctx,
+    old_kv: &KeyValue,
+    old: Value,
+) -> Result<Response, ApiError> {
+    let name = ctx.name().to_owned();
+    if namespace::IMMORTAL.contains(&name.as_str()) {
+        return Err(ApiError::forbidden(format!(
+            "namespaces {name:?} is forbidden: this namespace may not be deleted"
+        )));
+    }
+    if old.pointer("/metadata/deletionTimestamp").is_some() {
+        return Ok(json_response(StatusCode::OK, &old));
+    }
+    let mut marked = old;
+    marked["metadata"]["deletionTimestamp"] = json!(meta::now());
+    marked["status"]["phase"] = json!("Terminating");
+    let kv = state
+        .store
+        .update(&old_kv.key, objects::to_store(&marked), Some(old_kv.mod_revision))
+        .await
+        .map_err(|e| ApiError::from_store(e, ctx.kind, &name))?;
+    state.spawn(namespace::finalize(Arc::clone(state), name));
+    Ok(json_response(StatusCode::OK, &objects::from_kv(&kv)?))
 }
 
 /// DELETE of a collection (with label/field selectors).

@@ -1,0 +1,3 @@
+//! Background reconcilers that act on stored objects.
+
+pub mod namespace;
