@@ -84,9 +84,6 @@ async fn main() -> anyhow::Result<()> {
         ),
         other => bail!("unknown --store {other:?}; use `embedded` or `etcd`"),
     }
-    if args.lb_pool.is_some() {
-        tracing::warn!("--lb-pool is accepted but LoadBalancer address allocation is not implemented yet");
-    }
     if args.insecure_http && !args.listen.ip().is_loopback() {
         bail!(
             "--insecure-http serves without authentication and is only allowed on a loopback --listen address"
@@ -106,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
         registry: RegistryConfig {
             service_cidr: args.service_cidr,
             node_ports: args.node_port_range,
+            lb_pool: args.lb_pool,
         },
         api: ApiOptions::default(),
         store: EmbeddedOptions {

@@ -686,3 +686,41 @@ async fn namespace_deletion_empties_then_removes_it() {
         "the namespace goes once it is empty"
     );
 }
+
+#[tokio::test]
+async fn load_balancers_get_addresses_from_the_pool() {
+    let srv = server_with(|c| c.registry.lb_pool = Some("192.168.77.0/29".parse().unwrap())).await;
+    let svcs = "/api/v1/namespaces/default/services";
+    let body = json!({"metadata": {"name": "lb"}, "spec": {"type": "LoadBalancer", "ports": [{"port": 80}]}});
+    let (code, lb) = call(&srv, "POST", svcs, Some(body)).await;
+    assert_eq!(code, StatusCode::CREATED, "{lb}");
+    let ip = lb["status"]["loadBalancer"]["ingress"][0]["ip"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(ip.starts_with("192.168.77."), "{ip}");
+    assert!(
+        lb["spec"]["ports"][0]["nodePort"].is_u64(),
+        "LoadBalancers get NodePorts too"
+    );
+    let (_, table) = call_with(
+        &srv,
+        "GET",
+        &format!("{svcs}/lb"),
+        &[("accept", TABLE_ACCEPT)],
+        None,
+    )
+    .await;
+    assert_eq!(table["rows"][0]["cells"][3], ip.as_str());
+    let pinned = json!({"metadata": {"name": "pinned"}, "spec": {"type": "LoadBalancer", "loadBalancerIP": ip, "ports": [{"port": 80}]}});
+    let (code, _) = call(&srv, "POST", svcs, Some(pinned.clone())).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY, "the address is taken");
+    call(&srv, "DELETE", &format!("{svcs}/lb"), None).await;
+    let (code, again) = call(&srv, "POST", svcs, Some(pinned)).await;
+    assert_eq!(
+        code,
+        StatusCode::CREATED,
+        "deletion returned the address to the pool"
+    );
+    assert_eq!(again["status"]["loadBalancer"]["ingress"][0]["ip"], ip.as_str());
+}

@@ -21,6 +21,8 @@ use validation::FieldError;
 pub struct RegistryConfig {
     pub service_cidr: Ipv4Cidr,
     pub node_ports: (u16, u16),
+    /// Where LoadBalancer Services get their ingress address; without it they stay pending.
+    pub lb_pool: Option<Ipv4Cidr>,
 }
 
 impl Default for RegistryConfig {
@@ -28,6 +30,7 @@ impl Default for RegistryConfig {
         Self {
             service_cidr: "10.96.0.0/16".parse().expect("valid default CIDR"),
             node_ports: (30000, 32767),
+            lb_pool: None,
         }
     }
 }
@@ -35,6 +38,7 @@ impl Default for RegistryConfig {
 struct Allocators {
     ips: IpAllocator,
     ports: PortAllocator,
+    lb: Option<IpAllocator>,
 }
 
 /// Strategies for every kind plus the allocators they share.
@@ -48,6 +52,7 @@ impl Registry {
         let allocators = Allocators {
             ips: IpAllocator::new(config.service_cidr),
             ports: PortAllocator::new(config.node_ports.0, config.node_ports.1),
+            lb: config.lb_pool.map(IpAllocator::new),
         };
         Self {
             config,
@@ -75,9 +80,7 @@ impl Registry {
             if !errors.is_empty() {
                 return Err(errors);
             }
-            let mut a = self.allocators();
-            let Allocators { ips, ports } = &mut *a;
-            return service::allocate(object, None, ips, ports);
+            return self.allocate_service(object, None);
         }
         Ok(Claims::default())
     }
@@ -91,18 +94,37 @@ impl Registry {
             if !errors.is_empty() {
                 return Err(errors);
             }
-            let mut a = self.allocators();
-            let Allocators { ips, ports } = &mut *a;
-            return service::allocate(new, Some(old), ips, ports);
+            return self.allocate_service(new, Some(old));
         }
         Ok(Claims::default())
+    }
+
+    fn allocate_service(&self, svc: &mut Value, old: Option<&Value>) -> Result<Claims, Vec<FieldError>> {
+        let mut a = self.allocators();
+        let Allocators { ips, ports, lb } = &mut *a;
+        let mut claims = service::allocate(svc, old, ips, ports)?;
+        if let Some(pool) = lb {
+            match service::allocate_lb(svc, old, pool) {
+                Ok(lb_ips) => claims.lb_ips = lb_ips,
+                Err(errors) => {
+                    service::release(&claims, ips, ports);
+                    return Err(errors);
+                }
+            }
+        }
+        Ok(claims)
     }
 
     /// Returns claims of a write that did not happen.
     pub fn release(&self, claims: &Claims) {
         let mut a = self.allocators();
-        let Allocators { ips, ports } = &mut *a;
+        let Allocators { ips, ports, lb } = &mut *a;
         service::release(claims, ips, ports);
+        if let Some(pool) = lb {
+            for ip in &claims.lb_ips {
+                pool.release(*ip);
+            }
+        }
     }
 
     /// After a committed update: frees what the old object held and the new one does not.
@@ -129,6 +151,11 @@ impl Registry {
             }
             for port in &claims.node_ports {
                 let _ = a.ports.claim(*port);
+            }
+            if let Some(pool) = a.lb.as_mut() {
+                for ip in &claims.lb_ips {
+                    let _ = pool.claim(*ip);
+                }
             }
         }
     }

@@ -18,6 +18,8 @@ const DEFAULT_AFFINITY_TIMEOUT: i64 = 10800;
 pub struct Claims {
     pub cluster_ips: Vec<Ipv4Addr>,
     pub node_ports: Vec<u16>,
+    /// LoadBalancer ingress addresses (from the LB pool).
+    pub lb_ips: Vec<Ipv4Addr>,
 }
 
 fn svc_type(svc: &Value) -> &str {
@@ -239,7 +241,85 @@ pub fn claims_of(svc: &Value) -> Claims {
     Claims {
         cluster_ips,
         node_ports,
+        lb_ips: lb_ips(svc),
     }
+}
+
+/// The LoadBalancer ingress IPs written to a Service's status.
+pub fn lb_ips(svc: &Value) -> Vec<Ipv4Addr> {
+    svc.pointer("/status/loadBalancer/ingress")
+        .and_then(Value::as_array)
+        .map(|ingress| {
+            ingress
+                .iter()
+                .filter_map(|i| i.get("ip")?.as_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Gives a LoadBalancer Service an address from the pool (keeping the one it has, honouring
+/// `spec.loadBalancerIP`), or removes the address when the Service is no longer a LoadBalancer.
+/// Returns the newly claimed addresses.
+pub fn allocate_lb(
+    svc: &mut Value,
+    old: Option<&Value>,
+    pool: &mut IpAllocator,
+) -> Result<Vec<Ipv4Addr>, Vec<FieldError>> {
+    let held = old.map(lb_ips).unwrap_or_default();
+    if svc_type(svc) != "LoadBalancer" {
+        if let Some(lb) = svc
+            .pointer_mut("/status/loadBalancer")
+            .and_then(Value::as_object_mut)
+        {
+            lb.remove("ingress");
+        }
+        return Ok(Vec::new());
+    }
+    let requested = svc
+        .pointer("/spec/loadBalancerIP")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_owned();
+    let (ip, claimed) = match held.first() {
+        Some(ip) if requested.is_empty() || requested == ip.to_string() => (*ip, Vec::new()),
+        _ if !requested.is_empty() => {
+            let ip: Ipv4Addr = requested.parse().map_err(|_| {
+                vec![FieldError::invalid(
+                    "spec.loadBalancerIP",
+                    format!("{requested:?}"),
+                    "must be a valid IPv4 address",
+                )]
+            })?;
+            pool.claim(ip).map_err(|e| {
+                let why = match e {
+                    AllocError::OutOfRange => format!("is not in the LoadBalancer pool {}", pool.cidr()),
+                    _ => "is already allocated".to_owned(),
+                };
+                vec![FieldError::invalid(
+                    "spec.loadBalancerIP",
+                    format!("{requested:?}"),
+                    why,
+                )]
+            })?;
+            (ip, vec![ip])
+        }
+        _ => {
+            let ip = pool.allocate().map_err(|_| {
+                vec![FieldError::invalid(
+                    "spec.type",
+                    "\"LoadBalancer\"",
+                    "the LoadBalancer address pool is exhausted",
+                )]
+            })?;
+            (ip, vec![ip])
+        }
+    };
+    if !svc.get("status").is_some_and(Value::is_object) {
+        svc["status"] = json!({});
+    }
+    svc["status"]["loadBalancer"] = json!({"ingress": [{"ip": ip.to_string(), "ipMode": "VIP"}]});
+    Ok(claimed)
 }
 
 /// Allocates (or claims the requested) ClusterIP and NodePorts and writes them into the Service.
@@ -431,12 +511,45 @@ pub fn dropped(old: &Value, new: &Value) -> Claims {
             .into_iter()
             .filter(|p| !n.node_ports.contains(p))
             .collect(),
+        lb_ips: o.lb_ips.into_iter().filter(|ip| !n.lb_ips.contains(ip)).collect(),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn load_balancers_get_pool_addresses_in_status() {
+        let mut pool = IpAllocator::new("192.168.50.0/28".parse().unwrap());
+        let mut lb = svc(json!({"type": "LoadBalancer", "ports": [{"port": 80}]}));
+        let claimed = allocate_lb(&mut lb, None, &mut pool).unwrap();
+        let ip = lb["status"]["loadBalancer"]["ingress"][0]["ip"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(ip.starts_with("192.168.50."));
+        assert_eq!(claimed, lb_ips(&lb));
+        let mut again = svc(json!({"type": "LoadBalancer", "ports": [{"port": 80}]}));
+        assert!(
+            allocate_lb(&mut again, Some(&lb), &mut pool).unwrap().is_empty(),
+            "kept on update"
+        );
+        assert_eq!(again["status"]["loadBalancer"]["ingress"][0]["ip"], ip.as_str());
+        let mut taken = svc(json!({"type": "LoadBalancer", "loadBalancerIP": ip}));
+        assert!(allocate_lb(&mut taken, None, &mut pool).is_err());
+        let mut outside = svc(json!({"type": "LoadBalancer", "loadBalancerIP": "10.0.0.1"}));
+        assert!(
+            allocate_lb(&mut outside, None, &mut pool).unwrap_err()[0]
+                .to_string()
+                .contains("not in the LoadBalancer pool")
+        );
+        let mut plain = lb.clone();
+        plain["spec"]["type"] = json!("ClusterIP");
+        allocate_lb(&mut plain, Some(&lb), &mut pool).unwrap();
+        assert!(plain["status"]["loadBalancer"].get("ingress").is_none());
+        assert_eq!(dropped(&lb, &plain).lb_ips.len(), 1);
+    }
 
     fn allocators() -> (IpAllocator, PortAllocator) {
         (
