@@ -501,6 +501,12 @@ fn xdp_local_backend_is_dnated_and_passed_and_its_reply_restored_on_egress() {
         let (_, out) = fx.run_xdp(programs::XDP_UPLINK, &from_outside(5555, TCP_ACK));
         assert_eq!(seen(&out).dst(), (be_addr(1), BE_PORT));
         let reply = FrameSpec::tcp(be_addr(1), BE_PORT, OUTSIDE, 5555, TCP_SYN | TCP_ACK).build();
+        // Leaving the backend pod the reply keeps its addresses: the node address as source before routing would
+        // be dropped by the kernel as a martian.
+        assert_eq!(
+            fx.run_tc(programs::TC_FROM_POD, &reply),
+            (TC_ACT_OK, reply.clone())
+        );
         let (verdict, out) = fx.run_tc(programs::TC_UPLINK_EGRESS, &reply);
         assert_eq!(verdict, TC_ACT_OK);
         let s = seen(&out);

@@ -193,6 +193,9 @@ pub mod ct_flags {
     pub const SNAT: u16 = 1 << 1;
     /// The flow was SNATed for hairpin (a pod reaching itself through its service).
     pub const HAIRPIN: u16 = 1 << 2;
+    /// The flow came in through the uplink (XDP, local backend). Its replies are reverse-translated after routing,
+    /// by the uplink's TC egress: a node address as source before routing would be dropped as a martian.
+    pub const UPLINK: u16 = 1 << 3;
 }
 
 /// Conntrack value.

@@ -104,6 +104,10 @@ fn from_pod(ctx: &TcContext) -> Result<i32, DropReason> {
         conntrack::touch(ct, &flow, now);
         // SAFETY: map value pointer from lookup.
         let entry = unsafe { *ct };
+        if entry.flags & ct_flags::UPLINK != 0 {
+            // Translated after routing by the uplink's TC egress (see ct_flags::UPLINK).
+            return Ok(OK);
+        }
         stats::count_flow(entry.rev_nat_id, entry.backend_id, bytes);
         nat::reverse_reply(&mut Skb(ctx), &mut flow, &entry)?;
         return Ok(OK);

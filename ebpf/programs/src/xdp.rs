@@ -121,6 +121,7 @@ fn uplink(ctx: &XdpContext) -> Result<u32, DropReason> {
     };
     let local = sel.backend.flags & backend_flags::LOCAL != 0 || svc.flags & svc_flags::LOCAL_ONLY != 0;
     if local {
+        entry.flags = ct_flags::UPLINK;
         let reply_key = conntrack::key_of(
             sel.backend.addr_be,
             flow.saddr,
