@@ -27,6 +27,13 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Hidden entry points re-executed by the pod runtime (before clap: they take agnhost's own flags).
+    let argv: Vec<String> = std::env::args().collect();
+    match argv.get(1).map(String::as_str) {
+        Some("__enter-pod") => return skiff_agent::pods::enter::main(argv[2..].to_vec()),
+        Some("agnhost") => return skiff_agent::agnhost::main(argv[2..].to_vec()),
+        _ => {}
+    }
     match Cli::parse().command {
         Command::Proxy(a) => proxy(*a),
         Command::Inspect(a) => inspect_cmd(a),
