@@ -4,6 +4,7 @@ pub mod discovery;
 pub mod objects;
 pub mod openapi;
 pub mod path;
+pub mod pods;
 pub mod query;
 pub mod read;
 pub mod router;

@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::path::{self, ResourcePath, Route};
 use super::query::{Query, wants_table};
 use super::status::ApiError;
-use super::{discovery, objects, read, scale, watch, write};
+use super::{discovery, objects, pods, read, scale, watch, write};
 use crate::auth::{Attributes, Authenticator, Authorizer, PeerUser};
 use crate::registry::Registry;
 use crate::registry::kinds::{self, Kind};
@@ -220,6 +220,11 @@ async fn route(
         (Method::GET, false, None) => read::list(state, &ctx).await,
         (Method::GET, true, None | Some("status")) => read::get(state, &ctx).await,
         (Method::GET, true, Some("scale")) => scale::get(state, &ctx).await,
+        (Method::GET, true, Some("log")) => pods::log(state, &ctx).await,
+        (Method::POST, true, Some("binding")) => {
+            let body = read_body(body, state.options.max_body).await?;
+            pods::bind(state, &ctx, &body).await
+        }
         (Method::PUT, true, Some("scale")) => {
             require_json(&ctx)?;
             let body = read_body(body, state.options.max_body).await?;

@@ -129,6 +129,7 @@ fn merge_subresource(ctx: &Ctx, old: &Value, mut new: Value) -> Value {
             merged["status"] = new.get("status").cloned().unwrap_or(Value::Null);
             merged
         }
+        Some("binding") => new,
         _ if ctx.kind.subresources.contains(&"status") && ctx.kind.plural != "namespaces" => {
             match old.get("status") {
                 Some(status) => new["status"] = status.clone(),

@@ -1,0 +1,253 @@
+//! Pod subresources: `binding` (the scheduler's assignment) and `log` (proxied to the node agent).
+//!
+//! Log contract with the node agent (kubelet-compatible path): the apiserver resolves the pod's node,
+//! takes the node's `InternalIP` address and `status.daemonEndpoints.kubeletEndpoint.Port`, and proxies
+//! `GET http://<ip>:<port>/containerLogs/<namespace>/<pod>/<container>?<query>` where the query carries
+//! the client's `follow`, `previous`, `sinceSeconds`, `sinceTime`, `timestamps`, `tailLines` and
+//! `limitBytes` unchanged. The agent answers `text/plain` (streaming while `follow=true`), or a
+//! Kubernetes `Status` JSON error with its HTTP code.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{StatusCode, header};
+use axum::response::Response;
+use hyper_util::rt::TokioIo;
+use serde_json::{Value, json};
+
+use super::objects;
+use super::router::{ApiState, Ctx, json_response};
+use super::status::ApiError;
+use super::write::{apply_update, load};
+use crate::registry::kinds;
+
+/// Query parameters forwarded to the node agent.
+const LOG_PARAMS: &[&str] = &[
+    "follow",
+    "previous",
+    "sinceSeconds",
+    "sinceTime",
+    "timestamps",
+    "tailLines",
+    "limitBytes",
+];
+
+/// POST `pods/<name>/binding`: assigns an unscheduled pod to a node.
+pub async fn bind(state: &Arc<ApiState>, ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
+    let binding = objects::parse_body(body)?;
+    let node = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if node.is_empty() {
+        let errors = [crate::registry::validation::FieldError::required(
+            "target.name",
+            "",
+        )];
+        return Err(ApiError::invalid(ctx.kind, ctx.name(), &errors));
+    }
+    let old_kv = load(state, ctx)
+        .await?
+        .ok_or_else(|| ApiError::not_found(ctx.kind, ctx.name()))?;
+    let mut pod = objects::from_kv(&old_kv)?;
+    if let Some(current) = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+    {
+        let mut e = ApiError::conflict(ctx.kind, ctx.name());
+        e.message = format!(
+            "Operation cannot be fulfilled on pods/binding {:?}: pod {} is already assigned to node {current:?}",
+            ctx.name(),
+            ctx.name()
+        );
+        return Err(e);
+    }
+    pod["spec"]["nodeName"] = json!(node);
+    let conditions = pod["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut conditions: Vec<Value> = conditions
+        .into_iter()
+        .filter(|c| c["type"] != "PodScheduled")
+        .collect();
+    conditions.push(
+        json!({"type": "PodScheduled", "status": "True", "lastTransitionTime": crate::registry::meta::now()}),
+    );
+    pod["status"]["conditions"] = json!(conditions);
+    if let Some(m) = pod["metadata"].as_object_mut() {
+        m.remove("resourceVersion");
+    }
+    // The binding writes spec and status together, so it bypasses the main resource's status rule.
+    let ctx_status = Ctx {
+        kind: ctx.kind,
+        path: super::path::ResourcePath {
+            subresource: Some("binding".into()),
+            ..ctx.path.clone()
+        },
+        query: ctx.query.clone(),
+        table: false,
+        content_type: ctx.content_type.clone(),
+    };
+    apply_update(state, &ctx_status, &old_kv, pod).await?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
+}
+
+/// Where the node agent serving a pod's logs listens.
+pub fn log_endpoint(node: &Value) -> Option<(String, u16)> {
+    let ip = node
+        .pointer("/status/addresses")
+        .and_then(Value::as_array)?
+        .iter()
+        .find(|a| a["type"] == "InternalIP")?
+        .get("address")?
+        .as_str()?
+        .to_owned();
+    let port = node
+        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
+        .and_then(Value::as_u64)?;
+    Some((ip, u16::try_from(port).ok().filter(|p| *p != 0)?))
+}
+
+/// The container whose log is asked for: the named one, or the only one.
+pub fn pick_container(pod: &Value, requested: Option<&str>) -> Result<String, ApiError> {
+    let names: Vec<&str> = ["containers", "initContainers"]
+        .iter()
+        .flat_map(|list| pod["spec"][list].as_array().into_iter().flatten())
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    let pod_name = pod
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    match requested {
+        Some(name) if names.contains(&name) => Ok(name.to_owned()),
+        Some(name) => Err(ApiError::bad_request(format!(
+            "container {name} is not valid for pod {pod_name}"
+        ))),
+        None => {
+            let main: Vec<&str> = pod["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["name"].as_str())
+                .collect();
+            match main.as_slice() {
+                [only] => Ok((*only).to_owned()),
+                _ => Err(ApiError::bad_request(format!(
+                    "a container name must be specified for pod {pod_name}, choose one of: [{}]",
+                    main.join(" ")
+                ))),
+            }
+        }
+    }
+}
+
+/// GET `pods/<name>/log`: proxied to the node agent.
+pub async fn log(state: &Arc<ApiState>, ctx: &Ctx) -> Result<Response, ApiError> {
+    let kv = load(state, ctx)
+        .await?
+        .ok_or_else(|| ApiError::not_found(ctx.kind, ctx.name()))?;
+    let pod = objects::from_kv(&kv)?;
+    let container = pick_container(&pod, ctx.query.get("container"))?;
+    let node_name = pod
+        .pointer("/spec/nodeName")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if node_name.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "pod {} does not have a host assigned",
+            ctx.name()
+        )));
+    }
+    let nodes = kinds::find("", "v1", "nodes").expect("nodes are served");
+    let node_kv = state
+        .store
+        .get(&nodes.key(None, node_name))
+        .await
+        .map_err(|e| ApiError::from_store(e, nodes, node_name))?;
+    let node = objects::from_kv(&node_kv.ok_or_else(|| ApiError::not_found(nodes, node_name))?)?;
+    let (ip, port) = log_endpoint(&node).ok_or_else(|| {
+        ApiError::internal(format!(
+            "node {node_name} publishes no InternalIP and kubelet port"
+        ))
+    })?;
+    let query = {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for param in LOG_PARAMS {
+            if let Some(v) = ctx.query.get(param) {
+                query.append_pair(param, v);
+            }
+        }
+        query.finish()
+    };
+    let path = format!(
+        "/containerLogs/{}/{}/{container}?{}",
+        ctx.namespace().unwrap_or("default"),
+        ctx.name(),
+        query
+    );
+    let unreachable = |e: &dyn std::fmt::Display| {
+        let mut err = ApiError::internal(format!(
+            "error trying to reach the agent on {node_name} ({ip}:{port}): {e}"
+        ));
+        err.code = 502;
+        err
+    };
+    let stream = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::TcpStream::connect((ip.as_str(), port)),
+    )
+    .await
+    .map_err(|e| unreachable(&e))?
+    .map_err(|e| unreachable(&e))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| unreachable(&e))?;
+    tokio::spawn(conn);
+    let request = hyper::Request::builder()
+        .uri(path)
+        .header(header::HOST, format!("{ip}:{port}"))
+        .body(Body::empty())
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let upstream = sender.send_request(request).await.map_err(|e| unreachable(&e))?;
+    let (parts, body) = upstream.into_parts();
+    let mut response = Response::new(Body::new(body));
+    *response.status_mut() = parts.status;
+    if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
+        response.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_from_node_status() {
+        let node = json!({"status": {"addresses": [{"type": "Hostname", "address": "n1"}, {"type": "InternalIP", "address": "10.0.0.5"}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}}}});
+        assert_eq!(log_endpoint(&node), Some(("10.0.0.5".to_owned(), 10250)));
+        assert_eq!(log_endpoint(&json!({"status": {}})), None);
+    }
+
+    #[test]
+    fn container_choice() {
+        let one = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}]}});
+        assert_eq!(pick_container(&one, None).unwrap(), "a");
+        assert!(pick_container(&one, Some("b")).is_err());
+        let two = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}, {"name": "b"}], "initContainers": [{"name": "i"}]}});
+        let err = pick_container(&two, None).unwrap_err();
+        assert_eq!(
+            err.message,
+            "a container name must be specified for pod p, choose one of: [a b]"
+        );
+        assert_eq!(pick_container(&two, Some("i")).unwrap(), "i");
+    }
+}
