@@ -240,7 +240,10 @@ async fn label_annotate_scale_describe_and_discovery() {
     assert!(out.contains("deployment.apps/web"), "{out}");
 
     let out = k.ok(&["explain", "deployment.spec.replicas"]).await;
-    assert!(out.contains("KIND:") && out.contains("Deployment") && out.contains("replicas"), "{out}");
+    assert!(
+        out.contains("KIND:") && out.contains("Deployment") && out.contains("replicas"),
+        "{out}"
+    );
     let out = k.ok(&["explain", "pods.spec.containers"]).await;
     assert!(out.contains("FIELDS:") && out.contains("image"), "{out}");
 
