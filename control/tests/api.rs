@@ -724,3 +724,44 @@ async fn load_balancers_get_addresses_from_the_pool() {
     );
     assert_eq!(again["status"]["loadBalancer"]["ingress"][0]["ip"], ip.as_str());
 }
+
+#[tokio::test]
+async fn bookmarks_advance_with_writes_elsewhere() {
+    let srv = server_with(|c| c.api.bookmark_interval = Duration::from_millis(300)).await;
+    let (_, list) = call(&srv, "GET", CMS, None).await;
+    let start: u64 = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let path = format!("{CMS}?watch=1&resourceVersion={start}&allowWatchBookmarks=true&timeoutSeconds=3");
+    let mut events = Lines::new(send(&srv, "GET", &path, &[], None).await);
+    let mut last_write = 0;
+    for i in 0..5 {
+        let (_, svc) = call(
+            &srv,
+            "POST",
+            "/api/v1/namespaces/default/services",
+            Some(json!({"metadata": {"name": format!("s{i}")}, "spec": {"ports": [{"port": 80}]}})),
+        )
+        .await;
+        last_write = rv(&svc);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut newest = start;
+    while let Some(event) = events.next().await {
+        assert_eq!(event["type"], "BOOKMARK", "no configmap changed");
+        newest = newest.max(
+            event["object"]["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap()
+                .parse()
+                .unwrap(),
+        );
+    }
+    assert!(
+        newest > start,
+        "bookmarks moved past the start ({start}) as other kinds changed"
+    );
+    assert!(newest <= last_write);
+}

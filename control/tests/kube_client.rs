@@ -110,3 +110,41 @@ async fn watcher_with_list_then_watch() {
 async fn watcher_with_streaming_lists() {
     watch_sees_changes(watcher::Config::default().streaming_lists()).await;
 }
+
+#[tokio::test]
+async fn watcher_relists_after_410() {
+    let srv = common::server_with(|c| c.store.history_limit = 4).await;
+    let api: Api<ConfigMap> = Api::namespaced(client(&srv).await, "default");
+    api.create(&PostParams::default(), &cm("first")).await.unwrap();
+    // A short server-side timeout makes the watcher reconnect from the revision it last saw.
+    let mut stream = watcher::watcher(api.clone(), watcher::Config::default().timeout(1)).boxed();
+    let mut inits = 0;
+    let mut relisted = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while tokio::time::Instant::now() < deadline {
+        let item = tokio::time::timeout(Duration::from_secs(5), stream.next())
+            .await
+            .expect("watcher item")
+            .unwrap();
+        match item {
+            Ok(Event::Init) => inits += 1,
+            Ok(Event::InitApply(o)) if inits == 2 => relisted.push(o.metadata.name.unwrap()),
+            Ok(Event::InitDone) if inits == 1 => {
+                // Move the store far past the watcher's revision while it only sees ConfigMaps.
+                let other: Api<Service> = Api::namespaced(client(&srv).await, "default");
+                for i in 0..12 {
+                    let svc: Service = serde_json::from_value(serde_json::json!({
+                        "metadata": {"name": format!("s{i}")}, "spec": {"ports": [{"port": 80}]}
+                    }))
+                    .unwrap();
+                    other.create(&PostParams::default(), &svc).await.unwrap();
+                }
+                api.create(&PostParams::default(), &cm("second")).await.unwrap();
+            }
+            Ok(Event::InitDone) if inits == 2 => break,
+            Ok(_) | Err(_) => {}
+        }
+    }
+    assert_eq!(inits, 2, "the watcher re-listed after its revision expired");
+    assert_eq!(relisted, ["first", "second"]);
+}

@@ -202,7 +202,11 @@ async fn run(
             event = events.recv() => {
                 let event = match event {
                     None => return,
-                    Some(Ok(event)) => event,
+                    Some(Ok(store::WatchItem::Progress(revision))) => {
+                        last = last.max(revision);
+                        continue;
+                    }
+                    Some(Ok(store::WatchItem::Event(event))) => event,
                     Some(Err(e)) => {
                         let status = match e {
                             store::Error::Compacted { requested, compacted } => {

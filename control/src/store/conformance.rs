@@ -3,16 +3,23 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Error, Event, EventKind, ListOptions, Store, WatchStream};
+use super::{Error, Event, EventKind, ListOptions, Store, WatchItem, WatchStream};
 
 const STEP: Duration = Duration::from_secs(5);
 
 async fn next(stream: &mut WatchStream) -> Event {
-    let item = tokio::time::timeout(STEP, stream.recv())
-        .await
-        .expect("watch event within 5s");
-    item.expect("watch stream open")
-        .expect("watch event, not an error")
+    loop {
+        let item = tokio::time::timeout(STEP, stream.recv())
+            .await
+            .expect("watch event within 5s");
+        match item
+            .expect("watch stream open")
+            .expect("watch event, not an error")
+        {
+            WatchItem::Event(event) => return event,
+            WatchItem::Progress(_) => {}
+        }
+    }
 }
 
 fn keys(items: &[super::KeyValue]) -> Vec<&str> {
@@ -211,6 +218,33 @@ pub async fn compaction_expires_old_revisions(store: &dyn Store) {
     assert_eq!(next(&mut stream).await.revision, next_write.mod_revision);
 }
 
+/// Writes elsewhere produce progress notifications that move past the last matching event.
+pub async fn watch_progress(store: &dyn Store) {
+    let start = store.current_revision().await.unwrap();
+    let mut stream = store.watch("/quiet/", start).await.unwrap();
+    let mut last_write = 0;
+    let mut progressed = None;
+    for i in 0..20u32 {
+        last_write = store
+            .create(&format!("/busy/{i}"), vec![])
+            .await
+            .unwrap()
+            .mod_revision;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        while let Ok(item) = stream.try_recv() {
+            match item.expect("no error") {
+                WatchItem::Progress(rev) => progressed = Some(rev),
+                WatchItem::Event(e) => panic!("unexpected event {e:?}"),
+            }
+        }
+    }
+    let rev = progressed.expect("progress notifications while the store moves on");
+    assert!(
+        rev > start && rev <= last_write,
+        "progress {rev} within ({start}, {last_write}]"
+    );
+}
+
 /// Runs the whole suite, each part on a fresh store from `fresh`.
 pub async fn run_all<F, Fut>(fresh: F)
 where
@@ -222,4 +256,5 @@ where
     list(&*fresh().await).await;
     watch_replay_then_live(&*fresh().await).await;
     compaction_expires_old_revisions(&*fresh().await).await;
+    watch_progress(&*fresh().await).await;
 }

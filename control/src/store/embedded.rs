@@ -21,7 +21,8 @@ use tokio::sync::{broadcast, mpsc};
 
 use super::codec::{decode_event, decode_record, encode_event, encode_record};
 use super::{
-    Error, Event, EventKind, KeyValue, ListOptions, ListResult, Result, Revision, Store, WatchStream,
+    Error, Event, EventKind, KeyValue, ListOptions, ListResult, Result, Revision, Store, WatchItem,
+    WatchStream,
 };
 
 const KV: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("kv");
@@ -31,6 +32,8 @@ const REVISION: &str = "revision";
 const COMPACTED: &str = "compacted";
 /// Revision of an empty store (as in etcd, the first write gets revision 2).
 const INITIAL_REVISION: Revision = 1;
+/// Minimum time between progress notifications of one watch.
+const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 /// Buffered events per watcher before the watcher's task waits for its consumer.
 const WATCH_BUFFER: usize = 256;
 
@@ -424,10 +427,14 @@ impl Store for EmbeddedStore {
         let inner = Arc::clone(&self.inner);
         tokio::spawn(async move {
             let mut last = read_at;
+            let mut progress_sent = tokio::time::Instant::now();
             for event in history {
-                if tx.send(Ok(event)).await.is_err() {
+                if tx.send(Ok(WatchItem::Event(event))).await.is_err() {
                     return;
                 }
+            }
+            if tx.send(Ok(WatchItem::Progress(read_at))).await.is_err() {
+                return;
             }
             loop {
                 let received = tokio::select! {
@@ -439,9 +446,14 @@ impl Store for EmbeddedStore {
                     Ok(event) => {
                         last = event.revision;
                         if !event.kv.key.starts_with(&prefix) {
+                            // Progress is best effort: skipped when the consumer is behind anyway.
+                            if progress_sent.elapsed() >= PROGRESS_INTERVAL {
+                                progress_sent = tokio::time::Instant::now();
+                                let _ = tx.try_send(Ok(WatchItem::Progress(last)));
+                            }
                             continue;
                         }
-                        vec![Ok((*event).clone())]
+                        vec![Ok(WatchItem::Event((*event).clone()))]
                     }
                     Err(broadcast::error::RecvError::Closed) => return,
                     Err(broadcast::error::RecvError::Lagged(_)) => {
@@ -450,7 +462,10 @@ impl Store for EmbeddedStore {
                         match caught_up {
                             Ok(Ok((events, read_at))) => {
                                 last = read_at;
-                                events.into_iter().map(Ok).collect()
+                                let mut items: Vec<_> =
+                                    events.into_iter().map(|e| Ok(WatchItem::Event(e))).collect();
+                                items.push(Ok(WatchItem::Progress(read_at)));
+                                items
                             }
                             Ok(Err(e)) => vec![Err(e)],
                             Err(e) => vec![Err(Error::Backend(format!("watch catch-up failed: {e}")))],

@@ -92,8 +92,18 @@ pub struct ListResult {
     pub more: bool,
 }
 
-/// A stream of committed events in revision order; an `Err` (e.g. `Compacted`) ends it.
-pub type WatchStream = mpsc::Receiver<Result<Event>>;
+/// What a watch delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchItem {
+    /// A committed write under the watched prefix.
+    Event(Event),
+    /// Every matching event up to this revision has been delivered (sent now and then while writes
+    /// elsewhere move the store on, so watchers can resume from a recent revision).
+    Progress(Revision),
+}
+
+/// A stream of watch items in revision order; an `Err` (e.g. `Compacted`) ends it.
+pub type WatchStream = mpsc::Receiver<Result<WatchItem>>;
 
 /// A revisioned, watchable key-value store.
 #[async_trait]
