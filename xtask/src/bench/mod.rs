@@ -3,6 +3,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 
+mod agent;
+mod bpfstats;
 mod hash;
 mod iptables;
 mod model;
@@ -27,7 +29,8 @@ pub struct BenchArgs {
     /// Output directory (default: bench/results/<unix time>).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Only these variants (comma separated: direct,iptables-nft,iptables-legacy,nftables,skiff-socket,skiff-tc).
+    /// Only these variants (comma separated: direct,iptables-nft,iptables-legacy,nftables,skiff-socket,skiff-tc,
+    /// skiff-xdp).
     #[arg(long, value_delimiter = ',')]
     pub variants: Vec<String>,
     /// skiff-agent binary (default: target/release or target/debug of this workspace).
@@ -99,7 +102,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
     runner::sweep()?;
     let col = col?;
     let records = col.records();
-    let command = format!("cargo xtask bench{}", if args.quick { " --quick" } else { "" });
+    let mut command = format!("cargo xtask bench{}", if args.quick { " --quick" } else { "" });
+    if !args.variants.is_empty() {
+        command.push_str(&format!(" --variants {}", args.variants.join(",")));
+    }
+    if !args.sizes.is_empty() {
+        let s: Vec<String> = args.sizes.iter().map(|n| n.to_string()).collect();
+        command.push_str(&format!(" --sizes {}", s.join(",")));
+    }
     let machine = machine();
     let json = serde_json::json!({
         "command": command, "machine": machine, "duration_s": started.elapsed().as_secs(),

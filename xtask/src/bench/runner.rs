@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use rand::seq::SliceRandom;
 
+use super::bpfstats;
 use super::model::{ClusterConfig, Endpoint, Placement, Proto, ServicePort, SetSpec, synthetic_set};
-use super::netns::{self, addr};
+use super::netns::{self, addr, ifname};
 use super::results::Collector;
 use super::sh;
 use super::variants::{AgentConfig, Installed, Variant};
@@ -32,6 +33,10 @@ pub struct Plan {
     pub variants: Vec<Variant>,
     /// Pause after programming (debugging aid; zero in normal runs).
     pub hold: Duration,
+    /// A variant whose programming (with its checks) at one N takes longer is not programmed with larger N.
+    pub program_budget: Duration,
+    /// Endpoint changes per N (their median is reported).
+    pub change_reps: usize,
 }
 
 /// Progress lines with an ETA.
@@ -69,8 +74,10 @@ fn cluster() -> ClusterConfig {
     }
 }
 
-/// The fixed services (iperf, UDP NodePort) plus N synthetic ones; returns (services, index of the target).
-fn service_set(n: usize, placement: Placement) -> (Vec<ServicePort>, usize) {
+/// The fixed services (iperf, UDP NodePort) plus N synthetic ones, and the measured services: one placed first,
+/// one in the middle and one last of the synthetic set (one rule set serves all three placements; they have the
+/// same endpoints). Returns (services, [(placement, index)]).
+fn service_set(n: usize) -> (Vec<ServicePort>, Vec<(Placement, usize)>) {
     let backends: Vec<Ipv4Addr> = (0..ENDPOINTS).map(addr::backend).collect();
     let one = |name: &str, vip: [u8; 4], proto, port, node_port| ServicePort {
         namespace: "bench".into(),
@@ -95,11 +102,20 @@ fn service_set(n: usize, placement: Placement) -> (Vec<ServicePort>, usize) {
         endpoints_per_service: ENDPOINTS,
         backends,
         target_port: TCP_PORT,
-        placement,
+        placement: Placement::Last,
     };
-    let (set, target) = synthetic_set(&spec);
+    let (mut set, last) = synthetic_set(&spec);
+    let mut targets = vec![(Placement::Last, last)];
+    for (p, i) in [(Placement::First, 0), (Placement::Middle, n / 2)] {
+        if targets.iter().all(|&(_, j)| j != i) {
+            set[i].name = format!("svc-target-{}", format!("{p:?}").to_lowercase());
+            targets.push((p, i));
+        }
+    }
+    targets.sort_by_key(|&(p, _)| p as u8);
     svcs.extend(set);
-    (svcs, target + 2)
+    let targets = targets.into_iter().map(|(p, i)| (p, i + 2)).collect();
+    (svcs, targets)
 }
 
 /// Where a variant's clients connect for the target service.
@@ -207,7 +223,8 @@ pub fn run(cfg: &RunConfig) -> Result<Collector> {
     let cl = cluster();
     let mut installed = Vec::new();
     for &v in &plan.variants {
-        match Installed::new(v, ENDPOINTS) {
+        eprintln!("bench: building the {} testbed", v.name());
+        match Installed::new(v, ENDPOINTS, &cfg.agent) {
             Ok(i) => installed.push(i),
             Err(e) => col.fail("setup", v.name(), e),
         }
@@ -216,107 +233,49 @@ pub fn run(cfg: &RunConfig) -> Result<Collector> {
     for inst in &installed {
         servers.push(start_servers(inst).with_context(|| format!("servers for {}", inst.variant.name()))?);
     }
-    let steps = plan.sizes.len() * plan.placements.len() * (1 + plan.rounds)
-        + 2 * plan.throughput_rounds
-        + plan.throughput_rounds;
+    let placements = plan.placements.len();
+    let steps = plan.sizes.len() * (1 + placements * plan.rounds) + 3 * plan.throughput_rounds;
     let mut prog = Progress::new(steps);
     let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::from_os_rng();
     let mut alive: Vec<bool> = vec![true; installed.len()];
-    for &n in &plan.sizes {
-        for &placement in &plan.placements {
-            let pl = format!("{placement:?}").to_lowercase();
-            let (svcs, target) = service_set(n, placement);
-            for (i, inst) in installed.iter_mut().enumerate() {
-                if !alive[i] {
-                    continue;
-                }
-                let v = inst.variant;
-                let res = (|| -> Result<()> {
-                    let p = inst.program(&svcs, &cl, &cfg.agent)?;
-                    if v != Variant::Direct && !v.is_skiff() {
-                        col.add(
-                            "control_plane",
-                            v.name(),
-                            n,
-                            Some(&pl),
-                            "program_full",
-                            "ms",
-                            p.full.as_secs_f64() * 1e3,
-                        );
-                    }
-                    if p.objects > 0 {
-                        col.add(
-                            "footprint",
-                            v.name(),
-                            n,
-                            Some(&pl),
-                            "rules_and_elements",
-                            "count",
-                            p.objects as f64,
-                        );
-                    }
-                    // Wait (bounded) until the target answers: proves the replica works, and for Skiff that
-                    // the agent programmed its maps.
-                    let deadline = Instant::now() + Duration::from_secs(if v.is_skiff() { 60 } else { 5 });
-                    let started = Instant::now();
-                    loop {
-                        inst.check_agent(&cfg.agent.workdir)?;
-                        match crr_trial(inst, target_of(v, &svcs, target), 1, Duration::from_millis(100)) {
-                            Ok(_) => break,
-                            Err(e) if Instant::now() > deadline => {
-                                return Err(e.context("target service never answered"));
-                            }
-                            Err(_) => std::thread::sleep(Duration::from_millis(200)),
-                        }
-                    }
-                    if v.is_skiff() {
-                        col.add(
-                            "control_plane",
-                            v.name(),
-                            n,
-                            Some(&pl),
-                            "time_to_ready",
-                            "ms",
-                            started.elapsed().as_secs_f64() * 1e3,
-                        );
-                        if let Some(kib) = inst.agent_rss_kib() {
-                            col.add(
-                                "footprint",
-                                v.name(),
-                                n,
-                                Some(&pl),
-                                "agent_rss",
-                                "KiB",
-                                kib as f64,
-                            );
-                        }
-                    }
-                    if v != Variant::Direct {
-                        let other = if target == 2 { 3 } else { 2 };
-                        match inst.endpoint_change(&svcs, other, &cl) {
-                            Ok(d) => col.add(
-                                "control_plane",
-                                v.name(),
-                                n,
-                                Some(&pl),
-                                "endpoint_change",
-                                "ms",
-                                d.as_secs_f64() * 1e3,
-                            ),
-                            Err(e) => col.fail("control_plane", v.name(), e),
-                        }
-                    }
-                    Ok(())
-                })();
-                if let Err(e) = res {
-                    col.fail("program", v.name(), e);
-                    alive[i] = false;
-                }
+    for (si, &n) in plan.sizes.iter().enumerate() {
+        let (svcs, targets) = service_set(n);
+        for (i, inst) in installed.iter_mut().enumerate() {
+            // skiff-xdp only serves the NodePort scenario, which runs at the first size.
+            if !alive[i] || (!inst.variant.serves_cluster_ip() && si > 0) {
+                continue;
             }
-            prog.step(&format!("programmed N={n} target={pl}"));
-            std::thread::sleep(plan.hold);
+            let started = Instant::now();
+            if let Err(e) = program_step(inst, &svcs, &targets, n, &cl, plan, &mut col) {
+                col.fail("program", inst.variant.name(), e);
+                alive[i] = false;
+                continue;
+            }
+            let took = started.elapsed();
+            if took > plan.program_budget && Some(&n) != plan.sizes.last() {
+                col.fail(
+                    "program",
+                    inst.variant.name(),
+                    format!(
+                        "programming and checking N={n} took {:.0} s (budget {:.0} s): larger N skipped to keep the \
+                         run within its time limit",
+                        took.as_secs_f64(),
+                        plan.program_budget.as_secs_f64()
+                    ),
+                );
+                // Still measured at this N below (it holds this rule set), not programmed with larger ones.
+                alive[i] = false;
+            }
+        }
+        prog.step(&format!("programmed N={n}"));
+        std::thread::sleep(plan.hold);
+        for &(placement, target) in targets.iter().filter(|(p, _)| plan.placements.contains(p)) {
+            let pl = format!("{placement:?}").to_lowercase();
             for round in 0..plan.rounds {
-                let mut order: Vec<usize> = (0..installed.len()).filter(|&i| alive[i]).collect();
+                let mut order: Vec<usize> = (0..installed.len())
+                    .filter(|&i| installed[i].variant.serves_cluster_ip())
+                    .filter(|&i| alive[i] || last_programmed_is(&installed[i], n))
+                    .collect();
                 order.shuffle(&mut rng);
                 for i in order {
                     let inst = &installed[i];
@@ -346,24 +305,146 @@ pub fn run(cfg: &RunConfig) -> Result<Collector> {
                 ));
             }
         }
+        if si == 0 {
+            long_flows(&installed, &alive, n, plan, &mut rng, &mut prog, &mut col);
+            // bpf_stats on only for this scenario (it costs every BPF program on the machine a little).
+            match bpfstats::Enabled::new() {
+                Ok(_stats) => udp_nodeport(&installed, &alive, n, plan, &mut rng, &mut prog, &mut col),
+                Err(e) => col.fail("udp_nodeport", "skiff-xdp", e),
+            }
+        }
     }
-    let n0 = plan.sizes[0];
-    let (svcs, _) = service_set(n0, Placement::Last);
-    // Long flows: reprogramming is not needed, every variant still holds the last set (iperf service is fixed).
+    drop(servers);
+    drop(installed);
+    Ok(col)
+}
+
+/// Whether `inst` holds the rule set of size `n` (the last one it was programmed with).
+fn last_programmed_is(inst: &Installed, n: usize) -> bool {
+    inst.programmed_n == Some(n)
+}
+
+/// Programs one variant with the set of size `n`, checks every measured service answers, and records the
+/// control-plane and footprint figures.
+fn program_step(
+    inst: &mut Installed,
+    svcs: &[ServicePort],
+    targets: &[(Placement, usize)],
+    n: usize,
+    cl: &ClusterConfig,
+    plan: &Plan,
+    col: &mut Collector,
+) -> Result<()> {
+    let v = inst.variant;
+    inst.programmed_n = None;
+    let p = inst.program(svcs, cl, Duration::from_secs(900))?;
+    let add =
+        |c: &mut Collector, scen: &str, m: &str, u: &str, x: f64| c.add(scen, v.name(), n, None, m, u, x);
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    if v != Variant::Direct && v.serves_cluster_ip() {
+        add(col, "control_plane", "program_full", "ms", ms(p.full));
+        if let Some(m) = p.maps {
+            add(col, "control_plane", "program_full_sync", "ms", ms(m));
+        }
+        if p.objects > 0 {
+            let what = if v.is_skiff() {
+                "frontends"
+            } else {
+                "rules_and_elements"
+            };
+            add(col, "footprint", what, "count", p.objects as f64);
+        }
+    }
+    // Wait (bounded) until every measured service answers: proves the replica or the maps work.
+    if v.serves_cluster_ip() {
+        for &(_, target) in targets {
+            let deadline = Instant::now() + Duration::from_secs(if v.is_skiff() { 30 } else { 10 });
+            loop {
+                inst.check_agent()?;
+                match crr_trial(inst, target_of(v, svcs, target), 1, Duration::from_millis(100)) {
+                    Ok(_) => break,
+                    Err(e) if Instant::now() > deadline => {
+                        return Err(e.context(format!("{} never answered", svcs[target].name)));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(200)),
+                }
+            }
+        }
+    }
+    if v != Variant::Direct && v.serves_cluster_ip() {
+        // Move an endpoint of a service that is not measured; a few repetitions for a median.
+        let other = 2 + n / 4;
+        let mut current = svcs.to_vec();
+        for rep in 0..plan.change_reps {
+            match inst.endpoint_change(&current, other, cl, rep) {
+                Ok(c) => {
+                    current = c.after.clone();
+                    add(
+                        col,
+                        "control_plane",
+                        "endpoint_change",
+                        "ms",
+                        ms(c.maps.unwrap_or(c.wall)),
+                    );
+                    if c.maps.is_some() {
+                        add(col, "control_plane", "endpoint_change_e2e", "ms", ms(c.wall));
+                    }
+                }
+                Err(e) => {
+                    col.fail("control_plane", v.name(), e);
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(agent) = &inst.agent
+        && v.serves_cluster_ip()
+    {
+        if let Some(kib) = agent.rss_kib() {
+            add(col, "footprint", "agent_rss", "MiB", kib as f64 / 1024.0);
+        }
+        match agent.map_memlock_bytes() {
+            Ok(b) => add(
+                col,
+                "footprint",
+                "bpf_map_memlock",
+                "MiB",
+                b as f64 / (1024.0 * 1024.0),
+            ),
+            Err(e) => col.fail("footprint", v.name(), e),
+        }
+    }
+    inst.programmed_n = Some(n);
+    Ok(())
+}
+
+/// Long-flow TCP throughput through the fixed one-backend `iperf` service, with default offloads and without.
+fn long_flows(
+    installed: &[Installed],
+    alive: &[bool],
+    n: usize,
+    plan: &Plan,
+    rng: &mut rand::rngs::SmallRng,
+    prog: &mut Progress,
+    col: &mut Collector,
+) {
+    let (svcs, _) = service_set(n);
     for offload in [true, false] {
         let scen = if offload {
             "throughput_offload_on"
         } else {
             "throughput_offload_off"
         };
-        for inst in &installed {
+        for inst in installed {
             if let Err(e) = inst.tb.set_offloads(offload) {
                 col.fail(scen, inst.variant.name(), e);
             }
         }
         for _ in 0..plan.throughput_rounds {
-            let mut order: Vec<usize> = (0..installed.len()).filter(|&i| alive[i]).collect();
-            order.shuffle(&mut rng);
+            let mut order: Vec<usize> = (0..installed.len())
+                .filter(|&i| alive[i] && installed[i].variant.serves_cluster_ip())
+                .collect();
+            order.shuffle(rng);
             for i in order {
                 let inst = &installed[i];
                 let v = inst.variant;
@@ -375,8 +456,8 @@ pub fn run(cfg: &RunConfig) -> Result<Collector> {
                 let _ = inst.tb.flush_conntrack();
                 match iperf(inst, dst, plan.trial.max(Duration::from_secs(2))) {
                     Ok((gbps, cpu_per_gb)) => {
-                        col.add(scen, v.name(), n0, None, "gbit_per_s", "Gbit/s", gbps);
-                        col.add(scen, v.name(), n0, None, "cpu_s_per_gb", "s/GB", cpu_per_gb);
+                        col.add(scen, v.name(), n, None, "gbit_per_s", "Gbit/s", gbps);
+                        col.add(scen, v.name(), n, None, "cpu_s_per_gb", "s/GB", cpu_per_gb);
                     }
                     Err(e) => col.fail(scen, v.name(), e),
                 }
@@ -384,52 +465,86 @@ pub fn run(cfg: &RunConfig) -> Result<Collector> {
             prog.step(&format!("{scen} round"));
         }
     }
-    for inst in &installed {
+    for inst in installed {
         let _ = inst.tb.set_offloads(true);
     }
+}
+
+/// UDP new-flow packet rate from the external namespace through the NodePort path.
+fn udp_nodeport(
+    installed: &[Installed],
+    alive: &[bool],
+    n: usize,
+    plan: &Plan,
+    rng: &mut rand::rngs::SmallRng,
+    prog: &mut Progress,
+    col: &mut Collector,
+) {
     for _ in 0..plan.throughput_rounds {
         let mut order: Vec<usize> = (0..installed.len())
-            .filter(|&i| alive[i] && installed[i].variant != Variant::SkiffSocket)
+            .filter(|&i| alive[i] && installed[i].variant.serves_node_port())
             .collect();
-        order.shuffle(&mut rng);
+        order.shuffle(rng);
         for i in order {
             let inst = &installed[i];
-            let name = if inst.variant == Variant::SkiffTc {
-                "skiff-xdp"
-            } else {
-                inst.variant.name()
-            };
+            let name = inst.variant.name();
             let _ = inst.tb.flush_conntrack();
             match udp_trial(inst, plan.trial) {
-                Ok((pps, ns_per_pkt)) => {
-                    col.add("udp_nodeport", name, n0, None, "delivered_pps", "1/s", pps);
-                    col.add("udp_nodeport", name, n0, None, "cpu_ns_per_pkt", "ns", ns_per_pkt);
+                Ok(u) => {
+                    col.add("udp_nodeport", name, n, None, "delivered_pps", "1/s", u.pps);
+                    col.add(
+                        "udp_nodeport",
+                        name,
+                        n,
+                        None,
+                        "cpu_ns_per_pkt",
+                        "ns",
+                        u.cpu_ns_per_pkt,
+                    );
+                    col.add(
+                        "udp_nodeport",
+                        name,
+                        n,
+                        None,
+                        "delivered_ratio",
+                        "ratio",
+                        u.delivered_ratio,
+                    );
+                    if let Some(x) = u.xdp_ns_per_pkt {
+                        col.add("udp_nodeport", name, n, None, "xdp_ns_per_pkt", "ns", x);
+                    }
                 }
                 Err(e) => col.fail("udp_nodeport", name, e),
             }
         }
         prog.step("udp_nodeport round");
     }
-    drop(servers);
-    drop(installed);
-    Ok(col)
 }
 
 /// iperf3 from the client namespace (inside the variant's cgroup when it has one); (Gbit/s, CPU s per GB).
 fn iperf(inst: &Installed, dst: Ipv4Addr, dur: Duration) -> Result<(f64, f64)> {
     let secs = dur.as_secs().max(1).to_string();
-    let iperf = format!("iperf3 -c {dst} -p {IPERF_PORT} -t {secs} -J");
-    let script = match &inst.cgroup {
-        Some(cg) => format!("echo $$ > {}/cgroup.procs && exec {iperf}", cg.display()),
-        None => format!("exec {iperf}"),
-    };
+    let port = IPERF_PORT.to_string();
+    let dst = dst.to_string();
+    let argv = [
+        "netns",
+        "exec",
+        &inst.tb.client,
+        "iperf3",
+        "-c",
+        &dst,
+        "-p",
+        &port,
+        "-t",
+        &secs,
+        "-J",
+    ];
+    let limit = dur + Duration::from_secs(20);
     let cpu0 = cpu_busy_secs();
-    let out = sh::run_input(
-        "ip",
-        &["netns", "exec", &inst.tb.client, "sh", "-c", &script],
-        None,
-        dur + Duration::from_secs(20),
-    )?;
+    let out = match &inst.cgroup {
+        Some(cg) => sh::run_in_cgroup("ip", &argv, cg, limit)?,
+        None => sh::run_input("ip", &argv, None, limit)?,
+    };
     let cpu = cpu_busy_secs() - cpu0;
     let j: serde_json::Value = serde_json::from_str(&out).context("iperf3 -J output")?;
     let bps = j["end"]["sum_received"]["bits_per_second"]
@@ -444,9 +559,21 @@ fn iperf(inst: &Installed, dst: Ipv4Addr, dur: Duration) -> Result<(f64, f64)> {
     Ok((bps / 1e9, per_gb))
 }
 
+/// Figures of one UDP NodePort trial.
+struct UdpFigures {
+    /// Packets/s that reached the backend.
+    pps: f64,
+    /// Machine-wide busy CPU per delivered packet (sender included).
+    cpu_ns_per_pkt: f64,
+    /// Delivered / sent.
+    delivered_ratio: f64,
+    /// Skiff: run time of the uplink XDP program per packet it saw (bpf_stats).
+    xdp_ns_per_pkt: Option<f64>,
+}
+
 /// UDP packets from random source ports, from the external namespace to the NodePort (or the backend for
-/// direct); (delivered packets/s, machine CPU ns per delivered packet).
-fn udp_trial(inst: &Installed, dur: Duration) -> Result<(f64, f64)> {
+/// direct).
+fn udp_trial(inst: &Installed, dur: Duration) -> Result<UdpFigures> {
     let mut sink = Worker::spawn(&inst.tb.backend, &Job::UdpSink { port: UDP_PORT })?;
     if sink.read_line(Duration::from_secs(10))? != "ready" {
         bail!("udp sink did not start");
@@ -462,6 +589,12 @@ fn udp_trial(inst: &Installed, dur: Duration) -> Result<(f64, f64)> {
         port,
         millis: dur.as_millis() as u64,
     };
+    let xdp = if inst.variant == Variant::SkiffXdp {
+        Some(bpfstats::xdp_prog_id(&inst.tb.node, ifname::NODE_UPLINK)?)
+    } else {
+        None
+    };
+    let xdp0 = xdp.map(bpfstats::sample).transpose()?;
     let mut flood = Worker::spawn(&inst.tb.external, &job)?;
     let cpu0 = cpu_busy_secs();
     flood.send("go")?;
@@ -471,6 +604,7 @@ fn udp_trial(inst: &Installed, dur: Duration) -> Result<(f64, f64)> {
         .context("flood output")?;
     let cpu = cpu_busy_secs() - cpu0;
     std::thread::sleep(Duration::from_millis(100));
+    let xdp1 = xdp.map(bpfstats::sample).transpose()?;
     sink.send("stop")?;
     let got: u64 = sink
         .read_line(Duration::from_secs(5))?
@@ -479,7 +613,25 @@ fn udp_trial(inst: &Installed, dur: Duration) -> Result<(f64, f64)> {
     if got == 0 {
         bail!("no packet reached the backend ({sent} sent)");
     }
-    Ok((got as f64 / dur.as_secs_f64(), cpu * 1e9 / got as f64))
+    let xdp_ns_per_pkt = match (xdp0, xdp1) {
+        (Some(a), Some(b)) => {
+            let runs = b.run_cnt.saturating_sub(a.run_cnt);
+            // The XDP program must have seen (nearly) every packet, else this is not the XDP path.
+            if runs < got {
+                bail!(
+                    "the uplink XDP program ran {runs} times for {got} delivered packets: not the XDP path"
+                );
+            }
+            Some(b.run_time_ns.saturating_sub(a.run_time_ns) as f64 / runs as f64)
+        }
+        _ => None,
+    };
+    Ok(UdpFigures {
+        pps: got as f64 / dur.as_secs_f64(),
+        cpu_ns_per_pkt: cpu * 1e9 / got as f64,
+        delivered_ratio: got as f64 / sent.max(1) as f64,
+        xdp_ns_per_pkt,
+    })
 }
 
 /// Removes what an interrupted earlier run left behind (namespaces and cgroups with our prefix).
@@ -504,12 +656,14 @@ pub fn plan(quick: bool, variants: Vec<Variant>) -> Plan {
         Plan {
             sizes: vec![10, 1000],
             placements: vec![Placement::Last],
-            rounds: 5,
+            rounds: 3,
             trial: Duration::from_millis(1000),
             clients: 16,
-            throughput_rounds: 3,
+            throughput_rounds: 2,
             variants,
             hold: Duration::ZERO,
+            program_budget: Duration::from_secs(60),
+            change_reps: 3,
         }
     } else {
         Plan {
@@ -521,6 +675,8 @@ pub fn plan(quick: bool, variants: Vec<Variant>) -> Plan {
             throughput_rounds: 5,
             variants,
             hold: Duration::ZERO,
+            program_budget: Duration::from_secs(240),
+            change_reps: 5,
         }
     }
 }

@@ -1,5 +1,9 @@
 //! Running the system tools the testbed needs (ip, iptables-restore, nft, ethtool, conntrack), with time limits.
+use std::ffi::CString;
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -7,7 +11,43 @@ use anyhow::{Context, Result, bail};
 
 /// Runs `prog args` with `stdin` fed in, fails with its stderr if it fails or outlives `limit`.
 pub fn run_input(prog: &str, args: &[&str], stdin: Option<&str>, limit: Duration) -> Result<String> {
-    let mut child = Command::new(prog)
+    run_command(Command::new(prog), prog, args, stdin, limit)
+}
+
+/// Like [`run_input`] (no stdin), with the process moved into cgroup `cgroup` (a cgroup v2 directory) before it
+/// executes `prog`, so everything it does, also after `ip netns exec`, happens inside that cgroup.
+pub fn run_in_cgroup(prog: &str, args: &[&str], cgroup: &Path, limit: Duration) -> Result<String> {
+    let procs = CString::new(cgroup.join("cgroup.procs").as_os_str().as_bytes())
+        .context("cgroup path with a NUL byte")?;
+    let mut cmd = Command::new(prog);
+    // SAFETY: the closure only calls open/write/close (async-signal-safe) on memory prepared before fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // "0" moves the writing process itself.
+            let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+            let err = std::io::Error::last_os_error();
+            libc::close(fd);
+            if n != 1 {
+                return Err(err);
+            }
+            Ok(())
+        });
+    }
+    run_command(cmd, prog, args, None, limit)
+}
+
+fn run_command(
+    mut cmd: Command,
+    prog: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+    limit: Duration,
+) -> Result<String> {
+    let mut child = cmd
         .args(args)
         .stdin(if stdin.is_some() {
             Stdio::piped()

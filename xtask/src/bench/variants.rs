@@ -2,11 +2,11 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 
+use super::agent::{Agent, AgentSpec};
 use super::model::{ClusterConfig, Endpoint, ServicePort};
 use super::netns::{Testbed, addr, ifname};
 use super::{iptables, nftables, sh};
@@ -20,16 +20,18 @@ pub enum Variant {
     Nftables,
     SkiffSocket,
     SkiffTc,
+    SkiffXdp,
 }
 
 impl Variant {
-    pub const ALL: [Variant; 6] = [
+    pub const ALL: [Variant; 7] = [
         Variant::Direct,
         Variant::IptablesNft,
         Variant::IptablesLegacy,
         Variant::Nftables,
         Variant::SkiffSocket,
         Variant::SkiffTc,
+        Variant::SkiffXdp,
     ];
 
     pub fn name(self) -> &'static str {
@@ -40,6 +42,7 @@ impl Variant {
             Variant::Nftables => "nftables",
             Variant::SkiffSocket => "skiff-socket",
             Variant::SkiffTc => "skiff-tc",
+            Variant::SkiffXdp => "skiff-xdp",
         }
     }
 
@@ -52,6 +55,7 @@ impl Variant {
             Variant::Nftables => "nft",
             Variant::SkiffSocket => "sks",
             Variant::SkiffTc => "skt",
+            Variant::SkiffXdp => "skx",
         }
     }
 
@@ -64,27 +68,60 @@ impl Variant {
     }
 
     pub fn is_skiff(self) -> bool {
-        matches!(self, Variant::SkiffSocket | Variant::SkiffTc)
+        matches!(self, Variant::SkiffSocket | Variant::SkiffTc | Variant::SkiffXdp)
+    }
+
+    /// Whether the variant serves ClusterIP traffic from the client namespace (every scenario but UDP NodePort).
+    /// `skiff-xdp` is Skiff's NodePort path only: its ClusterIP path is `skiff-tc`'s.
+    pub fn serves_cluster_ip(self) -> bool {
+        self != Variant::SkiffXdp
+    }
+
+    /// Whether the variant takes part in the UDP NodePort scenario. Skiff's NodePort path is the uplink XDP
+    /// program whatever the ClusterIP mode, so it is measured once, as `skiff-xdp`.
+    pub fn serves_node_port(self) -> bool {
+        !matches!(self, Variant::SkiffSocket | Variant::SkiffTc)
+    }
+
+    /// Metrics port of the variant's agent (unique, off the agent's default so a lab agent cannot collide).
+    fn metrics_port(self) -> u16 {
+        19_980 + self as u16
     }
 }
 
 /// Control-plane figures of one programming step.
 #[derive(Clone, Debug, Default)]
 pub struct Programmed {
-    /// Wall time of the full programming (restore / nft -f / agent until the target answers).
+    /// Wall time of the full programming: iptables-restore / nft -f, or for Skiff from the manifest write to the
+    /// agent's log line reporting the sync.
     pub full: Duration,
-    /// Rules (iptables), rules+elements (nftables) after programming.
+    /// Skiff only: the agent's own duration of that sync (desired state, plan, map writes).
+    pub maps: Option<Duration>,
+    /// Rules (iptables), rules+elements (nftables), frontends (Skiff) after programming.
     pub objects: usize,
+}
+
+/// Timing of one endpoint change.
+#[derive(Clone, Debug, Default)]
+pub struct Changed {
+    /// Wall time (restore / nft -f; Skiff: manifest write to the sync's log line, including the 100 ms debounce
+    /// and re-reading every manifest).
+    pub wall: Duration,
+    /// Skiff only: the agent's own duration of the sync (desired state, plan, map writes).
+    pub maps: Option<Duration>,
+    /// The services after the change.
+    pub after: Vec<ServicePort>,
 }
 
 /// A variant installed in its testbed, with what it needs to run and to clean up.
 pub struct Installed {
     pub variant: Variant,
-    pub tb: Testbed,
     pub cgroup: Option<PathBuf>,
-    agent: Option<Child>,
-    agent_bin: Option<PathBuf>,
-    xdp_helpers: Vec<Child>,
+    pub agent: Option<Agent>,
+    /// N of the rule set it holds (None while programming or after a failure).
+    pub programmed_n: Option<usize>,
+    // Dropped after the agent (fields drop in order): its links live in these namespaces.
+    pub tb: Testbed,
 }
 
 /// How to reach Skiff's agent.
@@ -95,7 +132,7 @@ pub struct AgentConfig {
 }
 
 impl Installed {
-    pub fn new(variant: Variant, backends: usize) -> Result<Self> {
+    pub fn new(variant: Variant, backends: usize, agent: &AgentConfig) -> Result<Self> {
         let tb = Testbed::create(variant.tag(), backends)?;
         let cgroup = if variant == Variant::SkiffSocket {
             let p = PathBuf::from(format!("/sys/fs/cgroup/unified/skb-{}", variant.tag()));
@@ -106,17 +143,19 @@ impl Installed {
         } else {
             None
         };
-        let inst = Installed {
+        let mut inst = Installed {
             variant,
-            tb,
             cgroup,
             agent: None,
-            agent_bin: None,
-            xdp_helpers: Vec::new(),
+            programmed_n: None,
+            tb,
         };
         match variant {
             Variant::IptablesNft | Variant::IptablesLegacy => inst.iptables_reset()?,
-            Variant::Nftables | Variant::Direct | Variant::SkiffSocket | Variant::SkiffTc => {}
+            Variant::SkiffSocket | Variant::SkiffTc | Variant::SkiffXdp => {
+                inst.start_agent(agent)?;
+            }
+            Variant::Nftables | Variant::Direct => {}
         }
         Ok(inst)
     }
@@ -128,7 +167,7 @@ impl Installed {
             &self.tb.node,
             &[cmd],
             "*filter\nCOMMIT\n*nat\nCOMMIT\n",
-            Duration::from_secs(60),
+            Duration::from_secs(600),
         )?;
         sh::in_ns_timed(
             &self.tb.node,
@@ -144,9 +183,8 @@ impl Installed {
         &mut self,
         services: &[ServicePort],
         cfg: &ClusterConfig,
-        agent: &AgentConfig,
+        limit: Duration,
     ) -> Result<Programmed> {
-        let limit = Duration::from_secs(600);
         match self.variant {
             Variant::Direct => Ok(Programmed::default()),
             Variant::IptablesNft | Variant::IptablesLegacy => {
@@ -157,6 +195,7 @@ impl Installed {
                 let (_, took) = sh::in_ns_timed(&self.tb.node, &[cmd, "--noflush"], &input, limit)?;
                 Ok(Programmed {
                     full: took,
+                    maps: None,
                     objects: rs.rule_count(),
                 })
             }
@@ -166,32 +205,53 @@ impl Installed {
                 let (_, took) = sh::in_ns_timed(&self.tb.node, &["nft", "-f", "-"], &tx, limit)?;
                 Ok(Programmed {
                     full: took,
+                    maps: None,
                     objects: nftables::object_count(&tx),
                 })
             }
-            Variant::SkiffSocket | Variant::SkiffTc => self.start_agent(services, agent),
+            Variant::SkiffSocket | Variant::SkiffTc | Variant::SkiffXdp => {
+                let node = self.tb.node.clone();
+                let agent = self.agent.as_mut().context("the agent is not running")?;
+                // From scratch: empty the maps first (not timed), then program the whole set.
+                if agent.frontends() > 0 {
+                    agent
+                        .apply("", limit, |s| s.frontends == 0)
+                        .context("emptying the agent's maps")?;
+                }
+                let want = services.len() as u64;
+                let (wall, sync) = agent
+                    .apply(&manifests(services, &node), limit, |s| s.frontends >= want)
+                    .context("programming the services")?;
+                Ok(Programmed {
+                    full: wall,
+                    maps: Some(Duration::from_secs_f64(sync.took_ms / 1e3)),
+                    objects: sync.frontends as usize,
+                })
+            }
         }
     }
 
-    /// Applies "endpoint `last` of service `idx` moved to a new address" and returns how long it took.
+    /// Applies "the last endpoint of service `idx` moved to a new address" (alternating between two addresses with
+    /// `rep`) and returns how long it took.
     pub fn endpoint_change(
         &mut self,
         services: &[ServicePort],
         idx: usize,
         cfg: &ClusterConfig,
-    ) -> Result<Duration> {
+        rep: usize,
+    ) -> Result<Changed> {
         let old = &services[idx];
         let mut new = old.clone();
         let last = new.endpoints.len() - 1;
         new.endpoints[last] = Endpoint {
-            ip: addr::backend(self.tb.backends),
+            ip: addr::backend(self.tb.backends + rep % 2),
             port: old.target_port,
         };
+        let mut after = services.to_vec();
+        after[idx] = new.clone();
         let limit = Duration::from_secs(120);
         match self.variant {
             Variant::IptablesNft | Variant::IptablesLegacy => {
-                let mut after = services.to_vec();
-                after[idx] = new.clone();
                 let changed = iptables::service_chains(&new);
                 let removed: Vec<String> = iptables::service_chains(old)
                     .difference(&changed)
@@ -206,136 +266,81 @@ impl Installed {
                     &input,
                     limit,
                 )?;
-                Ok(took)
+                Ok(Changed {
+                    wall: took,
+                    maps: None,
+                    after,
+                })
             }
             Variant::Nftables => {
                 let tx = nftables::endpoint_change(old, &new, cfg);
                 let (_, took) = sh::in_ns_timed(&self.tb.node, &["nft", "-f", "-"], &tx, limit)?;
-                Ok(took)
+                Ok(Changed {
+                    wall: took,
+                    maps: None,
+                    after,
+                })
             }
             Variant::Direct => bail!("direct has no control plane"),
-            Variant::SkiffSocket | Variant::SkiffTc => {
-                bail!("skiff-agent standalone mode has no endpoint-change timing interface yet")
+            Variant::SkiffSocket | Variant::SkiffTc | Variant::SkiffXdp => {
+                let node = self.tb.node.clone();
+                let agent = self.agent.as_mut().context("the agent is not running")?;
+                let (wall, sync) = agent
+                    .apply(&manifests(&after, &node), limit, |s| s.ops > 0)
+                    .context("applying the endpoint change")?;
+                Ok(Changed {
+                    wall,
+                    maps: Some(Duration::from_secs_f64(sync.took_ms / 1e3)),
+                    after,
+                })
             }
         }
     }
 
-    fn start_agent(&mut self, services: &[ServicePort], agent: &AgentConfig) -> Result<Programmed> {
-        self.stop_agent();
-        let bin = match &agent.bin {
-            Some(b) => b.clone(),
-            None => bail!(
-                "skiff-agent binary not found; build it (`cargo build --release -p agent`) or pass --agent PATH"
-            ),
+    fn start_agent(&mut self, agent: &AgentConfig) -> Result<()> {
+        let bin = agent.bin.clone().context(
+            "skiff-agent binary not found; build it (`cargo build --release -p agent`) or pass --agent PATH",
+        )?;
+        let mode = match self.variant {
+            Variant::SkiffSocket => "socket",
+            _ => "tc",
         };
-        let dir = agent.workdir.join(format!("manifests-{}", self.variant.tag()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
-        std::fs::write(dir.join("services.yaml"), manifests(services))?;
-        let mode = if self.variant == Variant::SkiffSocket {
-            "socket"
-        } else {
-            "tc"
-        };
-        let node_name = self.tb.node.clone();
         let cgroup = self
             .cgroup
             .clone()
             .unwrap_or_else(|| PathBuf::from("/sys/fs/cgroup/unified"));
-        let log = std::fs::File::create(agent.workdir.join(format!("agent-{}.log", self.variant.tag())))?;
-        let start = Instant::now();
-        let child = Command::new(&bin)
-            .args(["proxy", "--manifests"])
-            .arg(&dir)
-            .args([
-                "--node-name",
-                &node_name,
-                "--netns",
-                &self.tb.node,
-                "--uplink",
-                ifname::NODE_UPLINK,
-            ])
-            .args(["--pod-iface", "pod-*", "--cgroup"])
-            .arg(&cgroup)
-            .args(["--mode", mode])
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .with_context(|| format!("starting {}", bin.display()))?;
-        self.agent = Some(child);
-        self.agent_bin = Some(bin.clone());
-        for ns in [&self.tb.backend, &self.tb.external] {
-            let c = Command::new(&bin)
-                .args([
-                    "xdp-pass",
-                    "--iface",
-                    ifname::PEER,
-                    "--netns",
-                    ns,
-                    "--node-name",
-                    &node_name,
-                ])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn();
-            if let Ok(c) = c {
-                self.xdp_helpers.push(c);
-            }
-        }
-        Ok(Programmed {
-            full: start.elapsed(),
-            objects: 0,
-        })
-    }
-
-    /// Fails if the agent process has exited (with the tail of its log).
-    pub fn check_agent(&mut self, workdir: &Path) -> Result<()> {
-        if let Some(a) = self.agent.as_mut()
-            && let Some(status) = a.try_wait()?
-        {
-            let log = std::fs::read_to_string(workdir.join(format!("agent-{}.log", self.variant.tag())))
-                .unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(5).collect();
-            bail!(
-                "skiff-agent exited ({status}); log tail: {}",
-                tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-            );
-        }
+        let spec = AgentSpec {
+            bin: &bin,
+            workdir: &agent.workdir,
+            node: &self.tb.node,
+            netns: &self.tb.node,
+            uplink: ifname::NODE_UPLINK,
+            pod_iface: "pod-*",
+            cgroup: &cgroup,
+            mode,
+            metrics_port: self.variant.metrics_port(),
+            // Frames XDP sends on (TX back out of the uplink, or redirected to the backends' veth).
+            xdp_pass: vec![
+                (self.tb.backend.as_str(), ifname::PEER),
+                (self.tb.external.as_str(), ifname::PEER),
+            ],
+        };
+        self.agent = Some(Agent::start(&spec)?);
         Ok(())
     }
 
-    /// Agent RSS in KiB from /proc.
-    pub fn agent_rss_kib(&self) -> Option<u64> {
-        let pid = self.agent.as_ref()?.id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()
-    }
-
-    fn stop_agent(&mut self) {
-        for mut c in self.xdp_helpers.drain(..).chain(self.agent.take()) {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        if let Some(bin) = &self.agent_bin {
-            let _ = sh::run(
-                bin.to_str().unwrap_or_default(),
-                &["cleanup", "--node-name", &self.tb.node],
-            );
+    /// Fails if the variant's agent has exited (with the tail of its log).
+    pub fn check_agent(&mut self) -> Result<()> {
+        match self.agent.as_mut() {
+            Some(a) => a.check(),
+            None => Ok(()),
         }
     }
 }
 
 impl Drop for Installed {
     fn drop(&mut self) {
-        self.stop_agent();
+        self.agent.take();
         if let Some(cg) = &self.cgroup {
             let _ = std::fs::remove_dir(cg);
         }
@@ -343,7 +348,9 @@ impl Drop for Installed {
 }
 
 /// Service and EndpointSlice manifests (JSON documents in one YAML stream) for `skiff-agent proxy --manifests`.
-pub fn manifests(services: &[ServicePort]) -> String {
+/// Endpoints sit on `node` (the backends' veth hangs off the node namespace): NodePort traffic to them is DNATed by
+/// XDP and passed up the node's stack.
+pub fn manifests(services: &[ServicePort], node: &str) -> String {
     let mut out = String::new();
     for s in services {
         let mut port = serde_json::json!({
@@ -364,7 +371,12 @@ pub fn manifests(services: &[ServicePort]) -> String {
         let eps: Vec<serde_json::Value> = s
             .endpoints
             .iter()
-            .map(|e| serde_json::json!({"addresses": [e.ip.to_string()], "conditions": {"ready": true, "serving": true, "terminating": false}}))
+            .map(|e| {
+                serde_json::json!({
+                    "addresses": [e.ip.to_string()], "nodeName": node,
+                    "conditions": {"ready": true, "serving": true, "terminating": false}
+                })
+            })
             .collect();
         let slice = serde_json::json!({
             "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
@@ -407,7 +419,8 @@ mod tests {
             target_port: 8080,
             placement: Placement::Last,
         });
-        let m = manifests(&svcs);
+        let m = manifests(&svcs, "skb-x-n");
+        assert!(m.contains("\"nodeName\":\"skb-x-n\""));
         let docs: Vec<serde_json::Value> = m
             .split("---\n")
             .filter(|d| !d.trim().is_empty())
