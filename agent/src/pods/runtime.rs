@@ -68,6 +68,13 @@ impl PodHandle {
         self.status.clone()
     }
 
+    /// Stops watching the pod without touching its containers (what an agent exit does); the pod can be re-adopted
+    /// with [`PodRuntime::adoptable`] and [`PodRuntime::run`].
+    pub fn detach(self) -> (RuntimePlan, Sandbox) {
+        self.task.abort();
+        (self.plan, self.sandbox)
+    }
+
     /// Stops every container gracefully (`grace` overrides the pod's terminationGracePeriodSeconds) and returns the
     /// final status. The sandbox and state stay until [`PodRuntime::remove`].
     pub async fn stop(mut self, grace: Option<Duration>) -> (RuntimePlan, Sandbox, PodView) {
@@ -156,15 +163,19 @@ impl PodRuntime {
         (live, dead)
     }
 
-    /// Kills the sandbox and removes the pod's cgroups, created mount points and state directory.
+    /// Kills the sandbox (and any container still running) and removes the pod's cgroups, created mount points and
+    /// state directory.
     pub fn remove(&self, plan: &RuntimePlan, sandbox: &Sandbox) -> Result<(), RuntimeError> {
+        worker::kill_recorded_runs(&self.pod_dir(&plan.uid));
         sandbox.destroy()?;
         self.remove_uid(&plan.uid)
     }
 
-    /// Removes what is left of pod `uid` (its sandbox must be gone).
+    /// Removes what is left of pod `uid`: kills any container run and sandbox still recorded (no grace), then removes
+    /// its cgroups, mount points and state directory.
     pub fn remove_uid(&self, uid: &str) -> Result<(), RuntimeError> {
         let dir = self.pod_dir(uid);
+        worker::kill_recorded_runs(&dir);
         if let Some(sb) = Sandbox::load(&dir) {
             sb.destroy()?;
         }

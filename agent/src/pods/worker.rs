@@ -478,3 +478,27 @@ pub fn remove_mountpoints(dir: &PodDir) {
         let _ = std::fs::remove_dir(&p);
     }
 }
+
+/// SIGKILLs every container run (process group) and shim still recorded as running in `dir`.
+pub fn kill_recorded_runs(dir: &PodDir) {
+    let Ok(containers) = std::fs::read_dir(dir.path().join("containers")) else {
+        return;
+    };
+    for c in containers.flatten() {
+        let Ok(files) = std::fs::read_dir(c.path()) else {
+            continue;
+        };
+        for f in files.flatten() {
+            let name = f.file_name().to_string_lossy().into_owned();
+            if !name.starts_with("run-") {
+                continue;
+            }
+            let exited = c.path().join(name.replacen("run-", "exit-", 1)).exists();
+            if let (false, Ok(Some(run))) = (exited, read_json::<RunRecord>(&f.path())) {
+                container::signal(&run, Signal::SIGKILL);
+                let _ =
+                    nix::sys::signal::kill(nix::unistd::Pid::from_raw(run.shim_pid as i32), Signal::SIGKILL);
+            }
+        }
+    }
+}
