@@ -18,7 +18,7 @@ use crate::{
 #[derive(clap::Args, Debug)]
 pub struct TestArgs {
     /// Run only this suite: a file name (without .rs) in tests/tests/, `unit` for every crate's own tests, or
-    /// `harness` for the suites' helper library.
+    /// `harness` for the suites' helper library, `bench` for the benchmark smoke run.
     #[arg(long, value_name = "NAME")]
     pub suite: Option<String>,
 }
@@ -30,6 +30,9 @@ const HARNESS: &str = "harness";
 const BUILD_LIMIT: Duration = Duration::from_secs(30 * 60);
 const UNIT_LIMIT: Duration = Duration::from_secs(20 * 60);
 const SUITE_LIMIT: Duration = Duration::from_secs(15 * 60);
+/// The last step: `cargo xtask bench --quick` as a smoke run (every variant works, results.json is written).
+const BENCH: &str = "bench";
+const BENCH_LIMIT: Duration = Duration::from_secs(8 * 60);
 
 /// One thing the test command runs, with the cargo arguments that run it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,17 +150,35 @@ pub fn plan(suites: &[String], only: Option<&str>) -> Result<Vec<Job>> {
         cargo_args: args(&["test", "-p", "tests", "--lib"]),
         limit: UNIT_LIMIT,
     };
+    let out = env::temp_dir().join("skiff-bench-smoke");
+    let bench = Job {
+        name: BENCH.into(),
+        cargo_args: args(&[
+            "run",
+            "--quiet",
+            "-p",
+            "xtask",
+            "--",
+            "bench",
+            "--quick",
+            "--out",
+            &out.display().to_string(),
+        ]),
+        limit: BENCH_LIMIT,
+    };
     match only {
         None => {
             jobs.push(unit);
             jobs.push(harness);
             jobs.extend(suites.iter().map(|s| suite_job(s)));
+            jobs.push(bench);
         }
         Some(UNIT) => jobs.push(unit),
+        Some(BENCH) => jobs.push(bench),
         Some(HARNESS) => jobs.push(harness),
         Some(name) if suites.iter().any(|s| s == name) => jobs.push(suite_job(name)),
         Some(name) => bail!(
-            "no suite named '{name}'; available: {UNIT}, {HARNESS}, {}",
+            "no suite named '{name}'; available: {UNIT}, {HARNESS}, {BENCH}, {}",
             suites.join(", ")
         ),
     }
@@ -300,7 +321,11 @@ mod tests {
     fn full_plan_builds_then_unit_then_each_suite() {
         let jobs = plan(&names(&["bpf_load", "dataplane_e2e"]), None).unwrap();
         let order: Vec<_> = jobs.iter().map(|j| j.name.as_str()).collect();
-        assert_eq!(order, ["build", "unit", "harness", "bpf_load", "dataplane_e2e"]);
+        assert_eq!(
+            order,
+            ["build", "unit", "harness", "bpf_load", "dataplane_e2e", "bench"]
+        );
+        assert!(jobs[5].cargo_args.contains(&"--quick".into()));
         assert_eq!(
             jobs[3].cargo_args,
             names(&["test", "-p", "tests", "--test", "bpf_load"])

@@ -164,6 +164,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
         col.failures.len(),
         out.join("report.md").display()
     );
+    // The quick run is the CI smoke test: every variant must have worked.
+    if args.quick && !col.failures.is_empty() {
+        bail!(
+            "{} failures (see the Failures table of {})",
+            col.failures.len(),
+            out.join("report.md").display()
+        );
+    }
     Ok(())
 }
 

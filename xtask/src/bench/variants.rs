@@ -393,9 +393,10 @@ pub fn manifests(services: &[ServicePort], node: &str) -> String {
     out
 }
 
-/// Finds a built skiff-agent next to the workspace's target directories.
+/// The skiff-agent binary: `--agent`, else `SKIFF_AGENT_BIN` (set by `cargo xtask test`), else the workspace's
+/// release or debug build.
 pub fn find_agent(explicit: Option<PathBuf>) -> Option<PathBuf> {
-    if let Some(p) = explicit {
+    if let Some(p) = explicit.or_else(|| std::env::var_os("SKIFF_AGENT_BIN").map(PathBuf::from)) {
         return Some(p);
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent()?.to_path_buf();
