@@ -307,3 +307,58 @@ async fn create_server_side_apply_json_and_describe() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_changes_merge_strategically() {
+    let srv = common::server().await;
+    let k = Kubectl::new(&srv);
+    k.ok(&["apply", "-f", &k.path("manifest.yaml")]).await;
+    let changed = MANIFEST
+        .replace("agnhost:2.52", "agnhost:2.53")
+        .replace(
+            "    app: web\nspec:\n  replicas: 2",
+            "    tier: frontend\nspec:\n  replicas: 3",
+        )
+        .replace(
+            "  - name: http\n    port: 80\n    targetPort: 8080\n",
+            "  - name: http\n    port: 80\n    targetPort: 8080\n  - name: metrics\n    port: 9090\n",
+        );
+    assert_ne!(changed, MANIFEST);
+    let path = k.path("changed.yaml");
+    std::fs::write(&path, changed).unwrap();
+    let out = k.ok(&["apply", "-f", &path]).await;
+    assert!(out.contains("deployment.apps/web configured"), "{out}");
+    assert!(out.contains("service/web configured"), "{out}");
+    assert!(out.contains("configmap/c1 unchanged"), "{out}");
+
+    let deploy = k.ok(&["get", "deploy", "web", "-o", "json"]).await;
+    let deploy: serde_json::Value = serde_json::from_str(&deploy).unwrap();
+    assert_eq!(deploy["spec"]["replicas"], 3);
+    assert_eq!(
+        deploy["spec"]["template"]["spec"]["containers"][0]["image"],
+        "registry.k8s.io/e2e-test-images/agnhost:2.53"
+    );
+    assert_eq!(
+        deploy["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"],
+        8080
+    );
+    assert_eq!(
+        deploy["metadata"]["labels"],
+        serde_json::json!({"tier": "frontend"}),
+        "the removed label is gone"
+    );
+    assert_eq!(deploy["metadata"]["generation"], 2);
+
+    let ports = k
+        .ok(&["get", "svc", "web", "-o", "jsonpath={.spec.ports[*].port}"])
+        .await;
+    assert_eq!(ports, "80 9090");
+    let node_ports = k
+        .ok(&["get", "svc", "web", "-o", "jsonpath={.spec.ports[*].nodePort}"])
+        .await;
+    assert_eq!(
+        node_ports.split(' ').count(),
+        2,
+        "both ports have NodePorts: {node_ports}"
+    );
+}

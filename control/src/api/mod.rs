@@ -11,6 +11,7 @@ pub mod router;
 pub mod scale;
 pub mod selector;
 pub mod status;
+pub mod strategic;
 pub mod table;
 pub mod watch;
 pub mod write;

@@ -1,4 +1,4 @@
-//! JSON object helpers: decoding bodies, unknown-field detection, resourceVersion, merge and JSON patches.
+//! JSON object helpers: decoding bodies, unknown-field detection, resourceVersion, JSON merge and JSON patches.
 
 use serde_json::{Value, json};
 
@@ -124,64 +124,6 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
             }
         }
         other => *target = other.clone(),
-    }
-}
-
-/// A strategic merge patch, approximated: merge semantics for maps, lists of named items merged by name,
-/// other lists replaced; `$patch`/`$setElementOrder`/`$retainKeys` directives are honoured minimally.
-pub fn strategic_merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(p) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if p.get("$patch").and_then(Value::as_str) == Some("replace") {
-        let mut replaced = patch.clone();
-        if let Some(m) = replaced.as_object_mut() {
-            m.remove("$patch");
-        }
-        *target = replaced;
-        return;
-    }
-    if !target.is_object() {
-        *target = json!({});
-    }
-    let t = target.as_object_mut().expect("made an object above");
-    for (key, value) in p {
-        if key.starts_with('$') {
-            continue;
-        }
-        match value {
-            Value::Null => {
-                t.remove(key);
-            }
-            Value::Array(items) if items.iter().all(|i| i.get("name").is_some()) && !items.is_empty() => {
-                let existing = t.entry(key.clone()).or_insert_with(|| json!([]));
-                if !existing.is_array() {
-                    *existing = json!([]);
-                }
-                let list = existing.as_array_mut().expect("made an array above");
-                for item in items {
-                    let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
-                    let pos = list.iter().position(|e| e.get("name") == item.get("name"));
-                    match (pos, delete) {
-                        (Some(i), true) => {
-                            list.remove(i);
-                        }
-                        (Some(i), false) => strategic_merge_patch(&mut list[i], item),
-                        (None, false) => {
-                            let mut fresh = Value::Null;
-                            strategic_merge_patch(&mut fresh, item);
-                            list.push(fresh);
-                        }
-                        (None, true) => {}
-                    }
-                }
-            }
-            Value::Object(_) => strategic_merge_patch(t.entry(key.clone()).or_insert(Value::Null), value),
-            other => {
-                t.insert(key.clone(), other.clone());
-            }
-        }
     }
 }
 
@@ -361,20 +303,6 @@ mod tests {
         let mut doc = json!({"a": "b", "c": {"d": "e", "f": "g"}});
         merge_patch(&mut doc, &json!({"a": "z", "c": {"f": null}}));
         assert_eq!(doc, json!({"a": "z", "c": {"d": "e"}}));
-    }
-
-    #[test]
-    fn strategic_patch_merges_named_lists() {
-        let mut doc =
-            json!({"spec": {"containers": [{"name": "a", "image": "x:1"}, {"name": "b", "image": "y:1"}]}});
-        strategic_merge_patch(
-            &mut doc,
-            &json!({"spec": {"$setElementOrder/containers": [{"name": "a"}], "containers": [{"name": "a", "image": "x:2"}, {"name": "b", "$patch": "delete"}]}}),
-        );
-        assert_eq!(
-            doc,
-            json!({"spec": {"containers": [{"name": "a", "image": "x:2"}]}})
-        );
     }
 
     #[test]

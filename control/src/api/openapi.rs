@@ -153,6 +153,15 @@ fn add_paths(paths: &mut serde_json::Map<String, Value>, kind: &Kind) {
         if writes {
             op["parameters"] = json!([field_validation.clone()]);
         }
+        if action == "patch" {
+            let patch = json!({"schema": {"type": "object"}});
+            op["requestBody"] = json!({"content": {
+                "application/apply-patch+yaml": patch.clone(),
+                "application/json-patch+json": patch.clone(),
+                "application/merge-patch+json": patch.clone(),
+                "application/strategic-merge-patch+json": patch,
+            }});
+        }
         op
     };
     paths.insert(

@@ -256,7 +256,7 @@ pub fn apply_patch(content_type: &str, doc: &mut Value, patch: &Value) -> Result
         "application/merge-patch+json" => objects::merge_patch(doc, patch),
         "application/json-patch+json" => objects::json_patch(doc, patch)?,
         "application/strategic-merge-patch+json" | "application/apply-patch+yaml" => {
-            objects::strategic_merge_patch(doc, patch);
+            super::strategic::apply(doc, patch);
         }
         other => return Err(ApiError::unsupported_media_type(other)),
     }
