@@ -122,6 +122,11 @@ fn build_v3(group: &str, version: &str) -> Value {
 
 /// Operations for a kind's collection and item paths, tagged with the kind (kubectl explain finds the
 /// schema through them) and advertising server-side `fieldValidation` on writes.
+///
+/// PATCH operations deliberately declare no request content types: kubectl then computes strategic
+/// merge patches from its compiled-in types (with the right merge keys) instead of from these schemas,
+/// which lack `x-kubernetes-patch-merge-key`; declaring them made `kubectl apply` of an unchanged
+/// manifest report "configured".
 fn add_paths(paths: &mut serde_json::Map<String, Value>, kind: &Kind) {
     let root = if kind.group.is_empty() {
         format!("/api/{}", kind.version)
@@ -152,15 +157,6 @@ fn add_paths(paths: &mut serde_json::Map<String, Value>, kind: &Kind) {
         });
         if writes {
             op["parameters"] = json!([field_validation.clone()]);
-        }
-        if action == "patch" {
-            let patch = json!({"schema": {"type": "object"}});
-            op["requestBody"] = json!({"content": {
-                "application/apply-patch+yaml": patch.clone(),
-                "application/json-patch+json": patch.clone(),
-                "application/merge-patch+json": patch.clone(),
-                "application/strategic-merge-patch+json": patch,
-            }});
         }
         op
     };
