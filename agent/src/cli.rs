@@ -1,5 +1,7 @@
-//! The `skiff-agent` command line (clap): `proxy`, `inspect`, `cleanup`, `xdp-pass`.
+//! The `skiff-agent` command line (clap): `--proxy-only` / `proxy`, `inspect`, `cleanup`, `cleanup-kube-proxy`,
+//! `xdp-pass`.
 use std::{
+    ffi::OsString,
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
     path::PathBuf,
 };
@@ -13,7 +15,14 @@ use crate::bpf::attach::{Mode, XdpAttachMode};
 /// Maps and links are pinned under /sys/fs/bpf/skiff/<node-name>/, so the datapath keeps working while the agent
 /// restarts, and several agents (one per lab node) share one kernel without touching each other.
 #[derive(Debug, Parser)]
-#[command(name = "skiff-agent", version, propagate_version = true)]
+#[command(
+    name = "skiff-agent",
+    version,
+    propagate_version = true,
+    after_help = "On a node of a real cluster (what the DaemonSet in deploy/ runs):\n  \
+                  skiff-agent --proxy-only [PROXY OPTIONS]    the same as `skiff-agent proxy --proxy-only`; \
+                  see `skiff-agent proxy --help`"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -22,48 +31,77 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Watch Services and EndpointSlices and program the eBPF dataplane (runs until SIGINT/SIGTERM).
+    /// `skiff-agent --proxy-only ...` is `skiff-agent proxy --proxy-only ...`.
     Proxy(Box<ProxyArgs>),
     /// Show what the pinned maps of a node hold (works without a running agent).
     Inspect(InspectArgs),
     /// Detach and remove every link, program and map Skiff pinned for a node (or for all nodes).
     Cleanup(CleanupArgs),
+    /// Remove kube-proxy's iptables chains (nat, filter, mangle; legacy and nft; IPv4 and IPv6) and its nftables
+    /// tables from this node, then exit. Idempotent.
+    CleanupKubeProxy,
     /// Attach an XDP_PASS program to IFACE (the peer of a veth that receives XDP_TX/REDIRECT frames), then exit.
     XdpPass(XdpPassArgs),
 }
 
+/// Default `--pod-iface` globs of `--proxy-only`: the host side of pod veths of common CNIs (Cilium `lxc*`, Calico
+/// `cali*`, AWS VPC CNI `eni*`, GKE `gke*`, Azure `azv*`, bridge and ptp plugins `veth*`). Bridges such as `cni0`
+/// are not pod-facing: their pods' veths are.
+pub const DEFAULT_POD_IFACES: &[&str] = &["lxc*", "cali*", "veth*", "eni*", "gke*", "azv*"];
+/// Default `--healthz-addr` of `--proxy-only` (kube-proxy's).
+pub const DEFAULT_HEALTHZ_ADDR: &str = "0.0.0.0:10256";
+
 #[derive(Debug, Args)]
 pub struct ProxyArgs {
+    /// Run as the kube-proxy replacement of a cluster node (what the DaemonSet runs): no pod runtime, no node
+    /// registration; in-cluster API access unless --kubeconfig is given; --uplink auto; --pod-iface defaults to the
+    /// pod interfaces of common CNIs; healthz on :10256 and healthCheckNodePort servers like kube-proxy.
+    #[arg(long, env = "SKIFF_PROXY_ONLY")]
+    pub proxy_only: bool,
     /// Read Services, EndpointSlices and Nodes from YAML/JSON manifests in DIR (watched for changes) instead of an
     /// API server.
     #[arg(long, value_name = "DIR", conflicts_with = "kubeconfig")]
     pub manifests: Option<PathBuf>,
-    /// Kubeconfig of the API server to watch. Without it and without --manifests: in-cluster config.
+    /// Kubeconfig of the API server to watch. Without it and without --manifests: in-cluster config
+    /// (KUBERNETES_SERVICE_HOST/PORT and the mounted ServiceAccount token and CA).
     #[arg(long, value_name = "FILE", env = "KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
+    /// Directory with the ServiceAccount `token` and `ca.crt` for in-cluster access.
+    #[arg(long, value_name = "DIR", env = "SKIFF_SERVICEACCOUNT_DIR", default_value = crate::incluster::SERVICEACCOUNT_DIR)]
+    pub serviceaccount_dir: PathBuf,
     /// This node's name (selects the pin directory, node-local endpoints and the Node object).
     #[arg(long, env = "NODE_NAME")]
     pub node_name: String,
     /// Node uplink: XDP (NodePort / LoadBalancer / ExternalIP from outside) and TC egress are attached here.
-    #[arg(long, value_name = "IFACE")]
+    /// `auto`: the interface of the default route; `none`: no uplink hooks [default: auto with --proxy-only, else
+    /// none].
+    #[arg(long, value_name = "IFACE|auto|none", env = "SKIFF_UPLINK")]
     pub uplink: Option<String>,
-    /// Pod-facing interfaces for the TC hooks, as a glob (repeatable). New matches are attached within seconds.
-    #[arg(long = "pod-iface", value_name = "GLOB")]
+    /// Pod-facing interfaces for the TC hooks, as a glob (repeatable, or comma-separated). New matches are attached
+    /// within seconds [default with --proxy-only: lxc*,cali*,veth*,eni*,gke*,azv*].
+    #[arg(
+        long = "pod-iface",
+        value_name = "GLOB",
+        env = "SKIFF_POD_IFACES",
+        value_delimiter = ','
+    )]
     pub pod_ifaces: Vec<String>,
-    /// cgroup v2 directory for the socket hooks [default: the cgroup2 mount, /sys/fs/cgroup/unified on hybrid hosts].
-    #[arg(long, value_name = "PATH")]
+    /// cgroup v2 directory for the socket hooks; a hybrid-layout root (with the cgroup2 mount at `unified/`) is
+    /// accepted too [default: /sys/fs/cgroup, or /sys/fs/cgroup/unified on hybrid hosts].
+    #[arg(long, value_name = "PATH", env = "SKIFF_CGROUP")]
     pub cgroup: Option<PathBuf>,
     /// Which hooks serve ClusterIP traffic.
-    #[arg(long, value_enum, default_value_t = Mode::Both)]
+    #[arg(long, value_enum, default_value_t = Mode::Both, env = "SKIFF_MODE")]
     pub mode: Mode,
     /// XDP attach mode on the uplink.
-    #[arg(long, value_enum, default_value_t = XdpAttachMode::Native)]
+    #[arg(long, value_enum, default_value_t = XdpAttachMode::Native, env = "SKIFF_XDP_MODE")]
     pub xdp_mode: XdpAttachMode,
     /// Network namespace (/run/netns/NAME) holding the uplink and pod interfaces. The agent stays in the host mount
     /// namespace; do not run it under `ip netns exec` (that hides /sys/fs/bpf).
     #[arg(long, value_name = "NAME")]
     pub netns: Option<String>,
-    /// Node address for NodePort and SNAT [default: the first IPv4 address of --uplink].
-    #[arg(long, value_name = "IP")]
+    /// Node address for NodePort and SNAT [default: the first IPv4 address of the uplink].
+    #[arg(long, value_name = "IP", env = "SKIFF_NODE_IP")]
     pub node_ip: Option<Ipv4Addr>,
     /// Source address for hairpin flows (a pod reaching itself through its Service).
     #[arg(long, value_name = "IP", default_value = "169.254.42.1")]
@@ -72,8 +110,22 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "MIN-MAX", default_value = "40000-60999", value_parser = parse_port_range)]
     pub snat_ports: (u16, u16),
     /// Prometheus /metrics listen address.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9965")]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:9965",
+        env = "SKIFF_METRICS_ADDR"
+    )]
     pub metrics_addr: SocketAddr,
+    /// kube-proxy-compatible /healthz and /livez listen address, or `off`; its IP also serves the
+    /// healthCheckNodePorts of externalTrafficPolicy Local Services [default: 0.0.0.0:10256 with --proxy-only,
+    /// else off].
+    #[arg(long, value_name = "ADDR|off", env = "SKIFF_HEALTHZ_ADDR", value_parser = parse_listen)]
+    pub healthz_addr: Option<Listen>,
+    /// After the first successful sync, remove kube-proxy's iptables chains and nftables tables (migration from
+    /// kube-proxy; see also the `cleanup-kube-proxy` command).
+    #[arg(long, env = "SKIFF_CLEANUP_KUBE_PROXY")]
+    pub cleanup_kube_proxy: bool,
     #[command(flatten)]
     pub sizes: SizeArgs,
     #[command(flatten)]
@@ -84,19 +136,19 @@ pub struct ProxyArgs {
 #[derive(Debug, Args)]
 pub struct SizeArgs {
     /// Conntrack entries (LRU).
-    #[arg(long, default_value_t = skiff_common::sizes::CONNTRACK)]
+    #[arg(long, default_value_t = skiff_common::sizes::CONNTRACK, env = "SKIFF_CT_SIZE")]
     pub ct_size: u32,
     /// Backends.
-    #[arg(long, default_value_t = skiff_common::sizes::BACKENDS)]
+    #[arg(long, default_value_t = skiff_common::sizes::BACKENDS, env = "SKIFF_BACKENDS_SIZE")]
     pub backends_size: u32,
     /// Service frontends.
-    #[arg(long, default_value_t = skiff_common::sizes::SERVICES)]
+    #[arg(long, default_value_t = skiff_common::sizes::SERVICES, env = "SKIFF_SERVICES_SIZE")]
     pub services_size: u32,
     /// Backend selection slots over all services.
-    #[arg(long, default_value_t = skiff_common::sizes::SLOTS)]
+    #[arg(long, default_value_t = skiff_common::sizes::SLOTS, env = "SKIFF_SLOTS_SIZE")]
     pub slots_size: u32,
     /// Session-affinity entries (LRU).
-    #[arg(long, default_value_t = skiff_common::sizes::AFFINITY)]
+    #[arg(long, default_value_t = skiff_common::sizes::AFFINITY, env = "SKIFF_AFFINITY_SIZE")]
     pub affinity_size: u32,
 }
 
@@ -194,6 +246,91 @@ pub struct XdpPassArgs {
     pub node_name: String,
 }
 
+/// Where a server listens: an address, or nowhere.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Listen {
+    Off,
+    At(SocketAddr),
+}
+
+/// Parses `ADDR` or `off`.
+pub fn parse_listen(s: &str) -> Result<Listen, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(Listen::Off);
+    }
+    s.parse()
+        .map(Listen::At)
+        .map_err(|e| format!("{s:?}: {e} (expected IP:PORT or off)"))
+}
+
+/// What `--uplink` asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UplinkChoice {
+    None,
+    Auto,
+    Iface(String),
+}
+
+impl ProxyArgs {
+    /// The uplink to use, with the `--proxy-only` default.
+    pub fn uplink_choice(&self) -> UplinkChoice {
+        match self.uplink.as_deref() {
+            Some("auto") => UplinkChoice::Auto,
+            Some("none") | Some("") => UplinkChoice::None,
+            Some(iface) => UplinkChoice::Iface(iface.to_string()),
+            None if self.proxy_only => UplinkChoice::Auto,
+            None => UplinkChoice::None,
+        }
+    }
+
+    /// The pod interface globs, with the `--proxy-only` default.
+    pub fn pod_iface_globs(&self) -> Vec<String> {
+        if self.pod_ifaces.is_empty() && self.proxy_only {
+            DEFAULT_POD_IFACES.iter().map(|g| g.to_string()).collect()
+        } else {
+            self.pod_ifaces
+                .iter()
+                .filter(|g| !g.is_empty())
+                .cloned()
+                .collect()
+        }
+    }
+
+    /// The healthz address, with the `--proxy-only` default.
+    pub fn healthz(&self) -> Option<SocketAddr> {
+        match self.healthz_addr {
+            Some(Listen::At(a)) => Some(a),
+            Some(Listen::Off) => None,
+            None if self.proxy_only => DEFAULT_HEALTHZ_ADDR.parse().ok(),
+            None => None,
+        }
+    }
+}
+
+/// Rewrites `skiff-agent --proxy-only ARGS` (the DaemonSet's command line, as kube-proxy-replacement agents are
+/// usually invoked) into `skiff-agent proxy --proxy-only ARGS`; anything else is returned unchanged.
+pub fn normalize_args(args: Vec<OsString>) -> Vec<OsString> {
+    let first_is_flag = args
+        .get(1)
+        .and_then(|a| a.to_str())
+        .is_some_and(|a| a.starts_with('-') && !matches!(a, "-h" | "--help" | "-V" | "--version"));
+    let proxy_only = args.iter().skip(1).any(|a| a == "--proxy-only");
+    if !(first_is_flag && proxy_only) {
+        return args;
+    }
+    let mut out = Vec::with_capacity(args.len() + 1);
+    let mut it = args.into_iter();
+    out.extend(it.next());
+    out.push("proxy".into());
+    out.extend(it);
+    out
+}
+
+/// Parses the process's command line (with [`normalize_args`]).
+pub fn parse() -> Cli {
+    Cli::parse_from(normalize_args(std::env::args_os().collect()))
+}
+
 /// Parses `MIN-MAX` (inclusive, MIN <= MAX, MIN > 0).
 pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
     let (a, b) = s
@@ -248,6 +385,99 @@ mod tests {
         assert_eq!(p.sizes.ct_size, 1024);
         assert_eq!(p.snat_ports, (40000, 60999));
         assert_eq!(p.metrics_addr.to_string(), "127.0.0.1:9965");
+    }
+
+    fn parse_proxy(args: &[&str]) -> ProxyArgs {
+        let argv: Vec<OsString> = args.iter().map(OsString::from).collect();
+        let cli = Cli::try_parse_from(normalize_args(argv)).unwrap();
+        let Command::Proxy(p) = cli.command else {
+            panic!("not proxy")
+        };
+        *p
+    }
+
+    #[test]
+    fn top_level_proxy_only_is_the_proxy_command_with_cluster_defaults() {
+        let p = parse_proxy(&["skiff-agent", "--proxy-only", "--node-name", "n1"]);
+        assert!(p.proxy_only);
+        assert_eq!(p.uplink_choice(), UplinkChoice::Auto);
+        assert_eq!(p.pod_iface_globs(), DEFAULT_POD_IFACES);
+        assert_eq!(p.healthz(), Some("0.0.0.0:10256".parse().unwrap()));
+        assert_eq!(
+            p.serviceaccount_dir,
+            PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount")
+        );
+        let q = parse_proxy(&[
+            "skiff-agent",
+            "--node-name",
+            "n1",
+            "--proxy-only",
+            "--cleanup-kube-proxy",
+        ]);
+        assert!(q.proxy_only && q.cleanup_kube_proxy);
+    }
+
+    #[test]
+    fn proxy_only_defaults_give_way_to_flags() {
+        let p = parse_proxy(&[
+            "skiff-agent",
+            "--proxy-only",
+            "--node-name",
+            "n1",
+            "--uplink",
+            "none",
+            "--pod-iface",
+            "lxc*,tap*",
+            "--healthz-addr",
+            "off",
+        ]);
+        assert_eq!(p.uplink_choice(), UplinkChoice::None);
+        assert_eq!(p.pod_iface_globs(), ["lxc*", "tap*"]);
+        assert_eq!(p.healthz(), None);
+        let p = parse_proxy(&[
+            "skiff-agent",
+            "--proxy-only",
+            "--node-name",
+            "n1",
+            "--uplink",
+            "ens5",
+        ]);
+        assert_eq!(p.uplink_choice(), UplinkChoice::Iface("ens5".into()));
+    }
+
+    #[test]
+    fn plain_proxy_keeps_its_lab_defaults() {
+        let p = parse_proxy(&["skiff-agent", "proxy", "--manifests", "/m", "--node-name", "n1"]);
+        assert!(!p.proxy_only);
+        assert_eq!(p.uplink_choice(), UplinkChoice::None);
+        assert!(p.pod_iface_globs().is_empty());
+        assert_eq!(p.healthz(), None);
+        let p = parse_proxy(&[
+            "skiff-agent",
+            "proxy",
+            "--manifests",
+            "/m",
+            "--node-name",
+            "n",
+            "--healthz-addr",
+            "127.0.0.1:0",
+        ]);
+        assert_eq!(p.healthz(), Some("127.0.0.1:0".parse().unwrap()));
+    }
+
+    #[test]
+    fn normalize_leaves_other_command_lines_alone() {
+        let args = |a: &[&str]| a.iter().map(OsString::from).collect::<Vec<_>>();
+        for line in [
+            &["skiff-agent", "inspect", "services"][..],
+            &["skiff-agent", "--help"],
+            &["skiff-agent", "proxy", "--proxy-only", "--node-name", "x"],
+            &["skiff-agent", "--node-name", "x"],
+        ] {
+            assert_eq!(normalize_args(args(line)), args(line), "{line:?}");
+        }
+        assert!(Cli::try_parse_from(["skiff-agent", "cleanup-kube-proxy"]).is_ok());
+        assert!(parse_listen("nonsense").is_err());
     }
 
     #[test]

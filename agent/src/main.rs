@@ -2,10 +2,9 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use clap::Parser;
 use skiff_agent::{
     bpf::{
-        attach::{AttachConfig, attach_xdp_pass, default_cgroup},
+        attach::{AttachConfig, attach_xdp_pass},
         cleanup::{Removed, cleanup_all, cleanup_node},
         ct_gc::CtTimeouts,
         explain::FlowQuery,
@@ -14,7 +13,8 @@ use skiff_agent::{
         netns, object_bytes,
         pins::PinDir,
     },
-    cli::{CleanupArgs, Cli, Command, InspectArgs, InspectWhat, ProxyArgs, XdpPassArgs},
+    cli::{self, CleanupArgs, Command, InspectArgs, InspectWhat, ProxyArgs, UplinkChoice, XdpPassArgs},
+    incluster, kube_proxy_cleanup, node_env, preflight,
     proxy::SourceConfig,
     run::{ProxyConfig, run},
 };
@@ -34,22 +34,34 @@ fn main() -> Result<()> {
         Some("agnhost") => return skiff_agent::agnhost::main(argv[2..].to_vec()),
         _ => {}
     }
-    match Cli::parse().command {
+    match cli::parse().command {
         Command::Proxy(a) => proxy(*a),
         Command::Inspect(a) => inspect_cmd(a),
         Command::Cleanup(a) => cleanup_cmd(a),
+        Command::CleanupKubeProxy => cleanup_kube_proxy_cmd(),
         Command::XdpPass(a) => xdp_pass(a),
     }
 }
 
 fn proxy(a: ProxyArgs) -> Result<()> {
+    let uplink = match a.uplink_choice() {
+        UplinkChoice::None => None,
+        UplinkChoice::Iface(i) => Some(i),
+        UplinkChoice::Auto => {
+            let up = node_env::detect_uplink(a.netns.clone())?;
+            tracing::info!(uplink = %up, "uplink from the default route");
+            Some(up)
+        }
+    };
+    let cgroup_base = a.cgroup.clone().unwrap_or_else(|| "/sys/fs/cgroup".into());
+    let cgroup = node_env::cgroup2_dir(&cgroup_base, node_env::is_cgroup2)?;
     let attach = AttachConfig {
         mode: a.mode,
-        cgroup: a.cgroup.unwrap_or_else(default_cgroup),
-        pod_ifaces: a.pod_ifaces,
-        uplink: a.uplink,
+        cgroup,
+        pod_ifaces: a.pod_iface_globs(),
+        uplink,
         xdp_mode: a.xdp_mode,
-        netns: a.netns,
+        netns: a.netns.clone(),
         rescan: Duration::from_secs(2),
     };
     let sizes = MapSizes {
@@ -65,6 +77,7 @@ fn proxy(a: ProxyArgs) -> Result<()> {
         tcp_closing: Duration::from_secs(a.gc.ct_tcp_closing_timeout),
         udp: Duration::from_secs(a.gc.ct_udp_timeout),
     };
+    let healthz_addr = a.healthz();
     // The runtime is built only now: netns work happens on dedicated threads, never on runtime workers.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -73,7 +86,11 @@ fn proxy(a: ProxyArgs) -> Result<()> {
     rt.block_on(async move {
         let source = match (a.manifests, a.kubeconfig) {
             (Some(dir), _) => SourceConfig::Manifests(dir),
-            (None, kubeconfig) => SourceConfig::Kube(kube_client(kubeconfig).await?),
+            (None, kubeconfig) => {
+                let client = kube_client(kubeconfig, &a.serviceaccount_dir).await?;
+                preflight::check_permissions(&client).await?;
+                SourceConfig::Kube(client)
+            }
         };
         run(ProxyConfig {
             node_name: a.node_name,
@@ -87,23 +104,44 @@ fn proxy(a: ProxyArgs) -> Result<()> {
             ct_timeouts,
             ct_gc_interval: Duration::from_secs(a.gc.ct_gc_interval.max(1)),
             ct_gc_batch: a.gc.ct_gc_batch,
+            healthz_addr,
+            cleanup_kube_proxy: a.cleanup_kube_proxy,
         })
         .await
     })
 }
 
 /// A client from a kubeconfig file, or the in-cluster config when none is given.
-async fn kube_client(kubeconfig: Option<std::path::PathBuf>) -> Result<kube::Client> {
+async fn kube_client(
+    kubeconfig: Option<std::path::PathBuf>,
+    sa_dir: &std::path::Path,
+) -> Result<kube::Client> {
     let config = match kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(&path)
                 .with_context(|| format!("reading kubeconfig {}", path.display()))?;
             kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
         }
-        None => kube::Config::incluster()
-            .context("no --manifests, no --kubeconfig and not running in a cluster: pass one of them")?,
+        None => incluster::config(sa_dir).await?,
     };
     Ok(kube::Client::try_from(config)?)
+}
+
+fn cleanup_kube_proxy_cmd() -> Result<()> {
+    let r = kube_proxy_cleanup::cleanup()?;
+    for (tool, table, chains, jumps) in &r.iptables {
+        println!("{tool} {table}: removed {chains} chains and {jumps} jump rules");
+    }
+    for t in &r.nft {
+        println!("nft: deleted table {t}");
+    }
+    if r.is_empty() {
+        println!("no kube-proxy rules found");
+    }
+    for t in &r.missing_tools {
+        tracing::debug!(tool = %t, "not installed; skipped");
+    }
+    Ok(())
 }
 
 fn node_pin(node: &str) -> Result<PinDir> {

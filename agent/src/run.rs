@@ -20,8 +20,11 @@ use crate::{
         pins::PinDir,
         sys::monotonic_ns,
     },
+    healthz::{self, Health},
+    kube_proxy_cleanup,
     metrics::{self, Metrics, ServiceLabels},
     proxy::{NodeInfo, Planner, Snapshot, SourceConfig, desired, spawn_source},
+    service_health,
 };
 
 /// Everything `proxy` needs.
@@ -37,6 +40,10 @@ pub struct ProxyConfig {
     pub ct_timeouts: CtTimeouts,
     pub ct_gc_interval: Duration,
     pub ct_gc_batch: usize,
+    /// kube-proxy-compatible /healthz and /livez; its IP also serves healthCheckNodePorts. `None`: neither.
+    pub healthz_addr: Option<SocketAddr>,
+    /// Remove kube-proxy's iptables chains and nftables tables after the first successful sync.
+    pub cleanup_kube_proxy: bool,
 }
 
 /// First IPv4 address of `iface`, looked up inside `netns` (on a dedicated thread: setns is per thread).
@@ -196,6 +203,23 @@ async fn shutdown_signal() -> Result<&'static str> {
     }
 }
 
+/// Removes kube-proxy's rules now that Skiff's maps serve every Service (a failure is logged, not fatal: the
+/// dataplane works either way, and `skiff-agent cleanup-kube-proxy` can be run by hand).
+async fn remove_kube_proxy_rules() {
+    match tokio::task::spawn_blocking(kube_proxy_cleanup::cleanup).await {
+        Ok(Ok(r)) if r.is_empty() => tracing::info!("no kube-proxy rules to remove"),
+        Ok(Ok(r)) => tracing::info!(
+            iptables_tables = r.iptables.len(),
+            nft_tables = r.nft.len(),
+            "removed kube-proxy's rules"
+        ),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "removing kube-proxy's rules failed; run `skiff-agent cleanup-kube-proxy`")
+        }
+        Err(e) => tracing::error!(error = %e, "kube-proxy cleanup task"),
+    }
+}
+
 /// Runs the proxy until SIGINT/SIGTERM. Maps and links stay pinned on exit.
 pub async fn run(cfg: ProxyConfig) -> Result<()> {
     let pin = PinDir::for_node(&cfg.node_name)?;
@@ -247,6 +271,17 @@ pub async fn run(cfg: ProxyConfig) -> Result<()> {
         metrics.clone(),
     ));
 
+    let health = Health::new(healthz::DEFAULT_TIMEOUT);
+    let mut health_ports = None;
+    let mut healthz_server = None;
+    if let Some(addr) = cfg.healthz_addr {
+        let listener = healthz::bind(addr).await?;
+        tracing::info!(%addr, "serving /healthz and /livez");
+        healthz_server = Some(tokio::spawn(health.clone().serve(listener)));
+        health_ports = Some(service_health::Servers::new(addr.ip(), health.clone()));
+    }
+    let mut kube_proxy_cleanup_pending = cfg.cleanup_kube_proxy;
+
     let mut rx: watch::Receiver<Option<Snapshot>> = spawn_source(cfg.source)?;
     let stop = shutdown_signal();
     tokio::pin!(stop);
@@ -271,8 +306,25 @@ pub async fn run(cfg: ProxyConfig) -> Result<()> {
         let snap = rx.borrow_and_update().clone();
         // No map write before the first complete snapshot: never a moment with no services.
         let Some(snap) = snap else { continue };
+        health.queued();
         retry = match syncer.sync(&snap) {
-            Ok(()) => None,
+            Ok(()) => {
+                health.updated();
+                health.set_node_eligible(healthz::node_eligible(snap.node(&cfg.node_name)));
+                if let Some(ports) = health_ports.as_mut() {
+                    ports
+                        .reconcile(service_health::wanted(
+                            &snap.services,
+                            &snap.slices,
+                            &cfg.node_name,
+                        ))
+                        .await;
+                }
+                if std::mem::take(&mut kube_proxy_cleanup_pending) {
+                    remove_kube_proxy_rules().await;
+                }
+                None
+            }
             Err(e) => {
                 tracing::error!(error = format!("{e:#}"), "sync failed; retrying in 1s");
                 Some(tokio::time::Instant::now() + Duration::from_secs(1))
@@ -282,6 +334,10 @@ pub async fn run(cfg: ProxyConfig) -> Result<()> {
     tracing::info!(signal = reason, "shutting down; maps and links stay pinned");
     server.abort();
     gc.abort();
+    if let Some(h) = healthz_server {
+        h.abort();
+    }
+    drop(health_ports);
     tokio::task::spawn_blocking(move || drop(attacher)).await?;
     Ok(())
 }
