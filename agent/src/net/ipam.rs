@@ -93,8 +93,8 @@ impl Ipam {
         for i in 0..span {
             let offset = first + (start - first + i) % span;
             let ip = self.cidr.nth(offset).expect("offset inside the prefix");
-            if !self.allocated.contains_key(&ip) {
-                self.allocated.insert(ip, owner.to_string());
+            if let std::collections::btree_map::Entry::Vacant(slot) = self.allocated.entry(ip) {
+                slot.insert(owner.to_string());
                 self.next = offset + 1;
                 return Ok(ip);
             }
