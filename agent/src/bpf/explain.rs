@@ -24,22 +24,7 @@ pub struct FlowQuery {
     pub proto: u8,
 }
 
-/// Murmur3-finalizer mixing step; mirrors `skiff-ebpf`'s `lb::mix` (keep the two in sync).
-fn mix(mut h: u32, v: u32) -> u32 {
-    h ^= v;
-    h = h.wrapping_mul(0x85eb_ca6b);
-    h ^= h >> 13;
-    h = h.wrapping_mul(0xc2b2_ae35);
-    h ^ (h >> 16)
-}
-
-/// The datapath's flow hash over wire-order fields; mirrors `skiff-ebpf`'s `lb::flow_hash`.
-pub fn flow_hash(saddr_be: u32, daddr_be: u32, sport_be: u16, dport_be: u16, proto: u8) -> u32 {
-    let h = mix(0x5eed_5eed, saddr_be);
-    let h = mix(h, daddr_be);
-    let h = mix(h, (u32::from(sport_be) << 16) | u32::from(dport_be));
-    mix(h, u32::from(proto))
-}
+pub use skiff_common::flow_hash;
 
 fn be(a: Ipv4Addr) -> u32 {
     u32::from(a).to_be()

@@ -81,6 +81,26 @@ pub const PROTO_UDP: u8 = 17;
 pub const SCOPE_INTERNAL: u8 = 0;
 pub const SCOPE_EXTERNAL: u8 = 1;
 
+/// Murmur3-finalizer mixing step of the flow hash.
+#[inline(always)]
+pub fn hash_mix(mut h: u32, v: u32) -> u32 {
+    h ^= v;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^ (h >> 16)
+}
+
+/// Hash of a flow's 5-tuple (wire-order fields), stable for the life of the flow. The datapath picks Maglev slots
+/// and SNAT ports with it; `skiff-agent inspect flow` uses it to explain those choices.
+#[inline(always)]
+pub fn flow_hash(saddr_be: u32, daddr_be: u32, sport_be: u16, dport_be: u16, proto: u8) -> u32 {
+    let h = hash_mix(0x5eed_5eed, saddr_be);
+    let h = hash_mix(h, daddr_be);
+    let h = hash_mix(h, ((sport_be as u32) << 16) | dport_be as u32);
+    hash_mix(h, proto as u32)
+}
+
 /// A service frontend: VIP (ClusterIP, ExternalIP, LoadBalancer IP or a node address for NodePort), port, protocol.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

@@ -43,23 +43,10 @@ pub fn rem(a: u32, b: u32) -> u32 {
     if b == 0 { 0 } else { a % b }
 }
 
-/// Mixes words into a well-distributed 32-bit hash (murmur3 finalizer per step).
-#[inline(always)]
-pub fn mix(mut h: u32, v: u32) -> u32 {
-    h ^= v;
-    h = h.wrapping_mul(0x85eb_ca6b);
-    h ^= h >> 13;
-    h = h.wrapping_mul(0xc2b2_ae35);
-    h ^ (h >> 16)
-}
-
 /// Hash of a packet's 5-tuple (stable for the life of a flow).
 #[inline(always)]
 pub fn flow_hash(flow: &Flow) -> u32 {
-    let h = mix(0x5eed_5eed, flow.saddr);
-    let h = mix(h, flow.daddr);
-    let h = mix(h, ((flow.sport as u32) << 16) | flow.dport as u32);
-    mix(h, flow.proto as u32)
+    skiff_common::flow_hash(flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto)
 }
 
 #[inline(always)]

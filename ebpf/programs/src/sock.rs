@@ -71,7 +71,7 @@ fn translate(ctx: &SockAddrContext) -> i32 {
     };
     // SAFETY: helper available to sock_addr programs.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
-    let hash = lb::mix(cookie as u32, (cookie >> 32) as u32);
+    let hash = skiff_common::hash_mix(cookie as u32, (cookie >> 32) as u32);
     let sel = match lb::select(&svc, client_id(ctx), hash, conntrack::now_ns()) {
         Ok(sel) => sel,
         Err(reason) => {
