@@ -15,6 +15,8 @@ use skiff_agent::{
         ipam::IpamStore,
         names,
         nl::Netns,
+        node_routes,
+        routes::NodeRoute,
         veth::{self, PodNetSpec},
     },
     pods::{
@@ -224,6 +226,21 @@ spec:
         ))
         .unwrap();
         assert_eq!(udp.trim(), "udp-ok");
+
+        // Routes to other nodes' podCIDRs are installed and removed again (only Skiff's own routes are touched).
+        let other = NodeRoute {
+            dst: "10.244.78.0/24".parse().unwrap(),
+            via: pod_ip,
+        };
+        assert_eq!(
+            node_routes::sync(&node_ns, &[other]).unwrap(),
+            (vec![other], vec![])
+        );
+        assert_eq!(node_routes::installed(&node_ns).unwrap(), vec![other]);
+        let shown = netns::exec(&node_name, &["ip", "route", "show", "10.244.78.0/24"]);
+        assert!(shown.contains(&format!("via {pod_ip}")), "{shown}");
+        assert_eq!(node_routes::sync(&node_ns, &[]).unwrap(), (vec![], vec![other]));
+        assert!(node_routes::installed(&node_ns).unwrap().is_empty());
 
         // An agent restart: the worker goes away, the containers keep running and are re-adopted.
         let (plan, _) = h.detach();
