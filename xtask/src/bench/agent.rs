@@ -1,6 +1,6 @@
 //! Skiff's agent as a bench participant: start it on a manifest directory, time its syncs from the outside.
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -103,7 +103,7 @@ impl Agent {
         std::fs::create_dir_all(&manifests)?;
         let log = spec.workdir.join(format!("agent-{}.log", spec.node));
         let file = std::fs::File::create(&log)?;
-        let child = Command::new(spec.bin)
+        let child = sh::command(spec.bin)
             .args(["proxy", "--manifests"])
             .arg(&manifests)
             .args([
@@ -139,7 +139,7 @@ impl Agent {
             .wait_sync(Duration::from_secs(60), |_| true)
             .context("waiting for the agent's first sync")?;
         for (ns, iface) in &spec.xdp_pass {
-            let mut c = Command::new(spec.bin)
+            let mut c = sh::command(spec.bin)
                 .args([
                     "xdp-pass",
                     "--iface",

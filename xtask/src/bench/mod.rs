@@ -15,6 +15,7 @@ mod results;
 mod runner;
 mod sh;
 mod stats;
+mod targets;
 mod variants;
 mod worker;
 
@@ -97,6 +98,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         workdir: out.clone(),
     };
     let started = std::time::Instant::now();
+    sh::catch_interrupts();
     let cfg = runner::RunConfig { plan, agent };
     let col = runner::run(&cfg);
     runner::sweep()?;
@@ -111,14 +113,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
         command.push_str(&format!(" --sizes {}", s.join(",")));
     }
     let machine = machine();
+    let targets = targets::check(&records);
     let json = serde_json::json!({
         "command": command, "machine": machine, "duration_s": started.elapsed().as_secs(),
-        "records": records, "failures": col.failures,
+        "records": records, "failures": col.failures, "targets": targets,
     });
     std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&json)?)?;
     let header = format!(
-        "Command: `{command}`  \nMachine: {machine}  \nDuration: {} s",
-        started.elapsed().as_secs()
+        "Command: `{command}`  \nMachine: {machine}  \nDuration: {} s\n\n## Targets\n\n{}",
+        started.elapsed().as_secs(),
+        targets::markdown(&targets)
     );
     std::fs::write(
         out.join("report.md"),

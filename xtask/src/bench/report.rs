@@ -18,8 +18,8 @@ pub fn markdown(records: &[Record], failures: &[Failure], header: &str) -> Strin
     let scenarios: BTreeSet<&str> = records.iter().map(|r| r.scenario.as_str()).collect();
     for s in scenarios {
         let _ = writeln!(o, "\n## {s}\n");
-        o.push_str("| variant | N | placement | metric | value | unit | spread | ratio to direct | ratio to iptables | rounds |\n");
-        o.push_str("|---|---:|---|---|---:|---|---:|---:|---:|---:|\n");
+        o.push_str("| variant | N | placement | metric | value | unit | spread | ratio to direct | ratio to iptables-nft | ratio to iptables-legacy | rounds |\n");
+        o.push_str("|---|---:|---|---|---:|---|---:|---:|---:|---:|---:|\n");
         let mut rows: Vec<&Record> = records.iter().filter(|r| r.scenario == s).collect();
         rows.sort_by(|a, b| {
             (&a.metric, a.n, &a.placement, &a.variant).cmp(&(&b.metric, b.n, &b.placement, &b.variant))
@@ -27,7 +27,7 @@ pub fn markdown(records: &[Record], failures: &[Failure], header: &str) -> Strin
         for r in rows {
             let _ = writeln!(
                 o,
-                "| {} | {} | {} | {} | {:.2} | {} | {:.1}% | {} | {} | {} |",
+                "| {} | {} | {} | {} | {:.2} | {} | {:.1}% | {} | {} | {} | {} |",
                 r.variant,
                 r.n,
                 r.placement.as_deref().unwrap_or("–"),
@@ -37,6 +37,7 @@ pub fn markdown(records: &[Record], failures: &[Failure], header: &str) -> Strin
                 r.spread * 100.0,
                 fmt_opt(r.ratio_to_direct),
                 fmt_opt(r.ratio_to_iptables),
+                fmt_opt(r.ratio_to_iptables_legacy),
                 r.rounds
             );
         }
@@ -156,6 +157,7 @@ mod tests {
             rounds: 5,
             ratio_to_direct: Some(value / 100.0),
             ratio_to_iptables: None,
+            ratio_to_iptables_legacy: None,
         }
     }
 
@@ -172,7 +174,7 @@ mod tests {
             "run",
         );
         assert!(
-            md.contains("| nftables | 10 | last | conn_per_s | 80.00 | 1/s | 5.0% | 0.80 | – | 5 |"),
+            md.contains("| nftables | 10 | last | conn_per_s | 80.00 | 1/s | 5.0% | 0.80 | – | – | 5 |"),
             "{md}"
         );
         assert!(md.contains("| program | skiff-tc | agent a/b |"));

@@ -12,8 +12,9 @@ use super::stats;
 /// - `variant`: `direct` | `iptables-nft` | `iptables-legacy` | `nftables` | `skiff-socket` | `skiff-tc` | `skiff-xdp`
 /// - `n`: number of Services (each with 10 endpoints); `placement`: where the measured Service sits in the rule set
 /// - `metric`, `unit`, `value`: the median over `rounds` rounds; `spread`: (max - min) / median over the rounds
-/// - `ratio_to_direct`, `ratio_to_iptables`: value / the same metric of `direct` / `iptables-nft` at the same
-///   scenario, N and placement, from the same run (null when that variant has no such figure)
+/// - `ratio_to_direct`, `ratio_to_iptables`, `ratio_to_iptables_legacy`: value / the same metric of `direct` /
+///   `iptables-nft` / `iptables-legacy` at the same scenario, N and placement, from the same run (null when that
+///   variant has no such figure, e.g. a replica over its programming time budget at large N)
 #[derive(Clone, Debug, Serialize)]
 pub struct Record {
     pub scenario: String,
@@ -27,6 +28,7 @@ pub struct Record {
     pub rounds: usize,
     pub ratio_to_direct: Option<f64>,
     pub ratio_to_iptables: Option<f64>,
+    pub ratio_to_iptables_legacy: Option<f64>,
 }
 
 /// A variant that could not be measured, and why.
@@ -125,6 +127,7 @@ impl Collector {
                     rounds: v.len(),
                     ratio_to_direct: ratio(peer(k, "direct")),
                     ratio_to_iptables: ratio(peer(k, "iptables-nft")),
+                    ratio_to_iptables_legacy: ratio(peer(k, "iptables-legacy")),
                 })
             })
             .collect()

@@ -1,7 +1,7 @@
 //! The benchmark run: testbeds per variant, shuffled rounds per scenario, results collected.
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -193,7 +193,7 @@ fn start_servers(inst: &Installed) -> Result<Servers> {
     if ready != "ready" {
         bail!("tcp server said {ready:?}");
     }
-    let iperf = Command::new("ip")
+    let iperf = sh::command("ip")
         .args([
             "netns",
             "exec",
@@ -241,6 +241,7 @@ pub fn run(cfg: &RunConfig) -> Result<Collector> {
     for (si, &n) in plan.sizes.iter().enumerate() {
         let (svcs, targets) = service_set(n);
         for (i, inst) in installed.iter_mut().enumerate() {
+            sh::check_interrupted()?;
             // skiff-xdp only serves the NodePort scenario, which runs at the first size.
             if !alive[i] || (!inst.variant.serves_cluster_ip() && si > 0) {
                 continue;
@@ -278,6 +279,7 @@ pub fn run(cfg: &RunConfig) -> Result<Collector> {
                     .collect();
                 order.shuffle(&mut rng);
                 for i in order {
+                    sh::check_interrupted()?;
                     let inst = &installed[i];
                     let v = inst.variant;
                     if let Err(e) = inst.tb.flush_conntrack() {
@@ -306,7 +308,9 @@ pub fn run(cfg: &RunConfig) -> Result<Collector> {
             }
         }
         if si == 0 {
+            sh::check_interrupted()?;
             long_flows(&installed, &alive, n, plan, &mut rng, &mut prog, &mut col);
+            sh::check_interrupted()?;
             // bpf_stats on only for this scenario (it costs every BPF program on the machine a little).
             match bpfstats::Enabled::new() {
                 Ok(_stats) => udp_nodeport(&installed, &alive, n, plan, &mut rng, &mut prog, &mut col),

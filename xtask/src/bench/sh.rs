@@ -5,13 +5,53 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+/// `Command::new(prog)` whose process gets SIGKILL when xtask dies (killed, or crashed), so servers, load
+/// generators and agents never outlive an interrupted run.
+pub fn command(prog: impl AsRef<std::ffi::OsStr>) -> Command {
+    let mut cmd = Command::new(prog);
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Turns SIGINT and SIGTERM into a flag the run checks between trials (so it stops and cleans up).
+pub fn catch_interrupts() {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+}
+
+/// Fails once SIGINT or SIGTERM arrived.
+pub fn check_interrupted() -> Result<()> {
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        bail!("interrupted");
+    }
+    Ok(())
+}
+
 /// Runs `prog args` with `stdin` fed in, fails with its stderr if it fails or outlives `limit`.
 pub fn run_input(prog: &str, args: &[&str], stdin: Option<&str>, limit: Duration) -> Result<String> {
-    run_command(Command::new(prog), prog, args, stdin, limit)
+    run_command(command(prog), prog, args, stdin, limit)
 }
 
 /// Like [`run_input`] (no stdin), with the process moved into cgroup `cgroup` (a cgroup v2 directory) before it
@@ -19,7 +59,7 @@ pub fn run_input(prog: &str, args: &[&str], stdin: Option<&str>, limit: Duration
 pub fn run_in_cgroup(prog: &str, args: &[&str], cgroup: &Path, limit: Duration) -> Result<String> {
     let procs = CString::new(cgroup.join("cgroup.procs").as_os_str().as_bytes())
         .context("cgroup path with a NUL byte")?;
-    let mut cmd = Command::new(prog);
+    let mut cmd = command(prog);
     // SAFETY: the closure only calls open/write/close (async-signal-safe) on memory prepared before fork.
     unsafe {
         cmd.pre_exec(move || {

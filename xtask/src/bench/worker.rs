@@ -1,7 +1,7 @@
 //! Load generators and servers, run as child processes of xtask inside a namespace (`bench --worker JSON`).
 use std::io::{BufRead, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdin, ChildStdout, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -316,7 +316,7 @@ impl Worker {
     pub fn spawn(ns: &str, job: &Job) -> Result<Self> {
         let exe = std::env::current_exe()?;
         let json = serde_json::to_string(job)?;
-        let mut child = Command::new("ip")
+        let mut child = super::sh::command("ip")
             .args(["netns", "exec", ns])
             .arg(exe)
             .args(["bench", "--worker", &json])
