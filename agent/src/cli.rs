@@ -331,6 +331,38 @@ pub fn parse() -> Cli {
     Cli::parse_from(normalize_args(std::env::args_os().collect()))
 }
 
+/// Parses a `proxy` command line whose settings come as environment variables (the DaemonSet's ConfigMap), without
+/// touching the process environment: each variable becomes the flag that reads it. Errors name unknown variables
+/// and invalid values.
+pub fn proxy_args_with_env(env: &[(&str, &str)], args: &[&str]) -> Result<ProxyArgs, String> {
+    use clap::CommandFactory;
+    let cli = Cli::command();
+    let proxy = cli.find_subcommand("proxy").ok_or("no proxy command")?;
+    let mut argv: Vec<String> = vec!["skiff-agent".into(), "proxy".into()];
+    for (key, value) in env {
+        let arg = proxy
+            .get_arguments()
+            .find(|a| a.get_env() == Some(std::ffi::OsStr::new(key)))
+            .ok_or_else(|| format!("no skiff-agent flag reads {key}"))?;
+        let long = arg
+            .get_long()
+            .ok_or_else(|| format!("{key}: flag without a long name"))?;
+        if arg.get_action().takes_values() {
+            argv.push(format!("--{long}={value}"));
+        } else if !matches!(
+            value.to_ascii_lowercase().as_str(),
+            "false" | "0" | "no" | "off" | "n" | ""
+        ) {
+            argv.push(format!("--{long}"));
+        }
+    }
+    argv.extend(args.iter().map(|a| a.to_string()));
+    match Cli::try_parse_from(argv).map_err(|e| e.to_string())?.command {
+        Command::Proxy(p) => Ok(*p),
+        _ => Err("not the proxy command".into()),
+    }
+}
+
 /// Parses `MIN-MAX` (inclusive, MIN <= MAX, MIN > 0).
 pub fn parse_port_range(s: &str) -> Result<(u16, u16), String> {
     let (a, b) = s
@@ -478,6 +510,27 @@ mod tests {
         }
         assert!(Cli::try_parse_from(["skiff-agent", "cleanup-kube-proxy"]).is_ok());
         assert!(parse_listen("nonsense").is_err());
+    }
+
+    #[test]
+    fn settings_from_environment_variables() {
+        let p = proxy_args_with_env(
+            &[
+                ("SKIFF_MODE", "tc"),
+                ("SKIFF_POD_IFACES", "lxc*,cali*"),
+                ("SKIFF_CLEANUP_KUBE_PROXY", "true"),
+            ],
+            &["--proxy-only", "--node-name", "n1"],
+        )
+        .unwrap();
+        assert_eq!(p.mode, Mode::Tc);
+        assert_eq!(p.pod_iface_globs(), ["lxc*", "cali*"]);
+        assert!(p.cleanup_kube_proxy);
+        let off =
+            proxy_args_with_env(&[("SKIFF_CLEANUP_KUBE_PROXY", "false")], &["--node-name", "n"]).unwrap();
+        assert!(!off.cleanup_kube_proxy);
+        assert!(proxy_args_with_env(&[("SKIFF_NOPE", "1")], &["--node-name", "n"]).is_err());
+        assert!(proxy_args_with_env(&[("SKIFF_MODE", "fast")], &["--node-name", "n"]).is_err());
     }
 
     #[test]

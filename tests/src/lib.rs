@@ -4,3 +4,4 @@ pub mod netns;
 pub mod fixture;
 pub mod fixture_netns;
 pub mod fixture_packet;
+pub mod k8s_tools;
