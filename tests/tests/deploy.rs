@@ -547,7 +547,11 @@ fn kubectl_server_dry_run_accepts_the_manifests() {
     let control = Control::start();
     // kube-system may not exist on a fresh server (`kubectl create namespace` sends protobuf; apply sends JSON).
     let ns = control.dir.join("namespace.yaml");
-    std::fs::write(&ns, "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: kube-system\n").unwrap();
+    std::fs::write(
+        &ns,
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: kube-system\n",
+    )
+    .unwrap();
     ok(&mut control.kubectl(&["apply", "-f", ns.to_str().unwrap()]));
     let served = ok(&mut control.kubectl(&["api-resources", "--no-headers", "-o", "name"]));
     let served: BTreeSet<&str> = served.lines().collect();
@@ -604,4 +608,142 @@ fn kubectl_server_dry_run_accepts_the_manifests() {
             "{name}: dry run stored objects: {left}"
         );
     }
+}
+
+/// A network namespace for one test, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new(name: String) -> Netns {
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        ok(Command::new("ip").args(["netns", "add", &name]));
+        Netns(name)
+    }
+
+    fn exec(&self, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.0]).args(args);
+        c
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+#[test]
+fn cleanup_kube_proxy_removes_its_rules_and_only_those() {
+    // Root only (network namespaces); runs against rules created inside a namespace of its own.
+    let agent = std::env::var_os("SKIFF_AGENT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/debug/skiff-agent"));
+    assert!(
+        agent.is_file(),
+        "{} missing: run `cargo build` first",
+        agent.display()
+    );
+    let ns = Netns::new(format!("skiff-ds-kp-{}", std::process::id()));
+    for rule in [
+        &["iptables-nft", "-t", "nat", "-N", "KUBE-SERVICES"][..],
+        &["iptables-nft", "-t", "nat", "-N", "KUBE-SVC-ABC"],
+        &[
+            "iptables-nft",
+            "-t",
+            "nat",
+            "-A",
+            "KUBE-SERVICES",
+            "-d",
+            "10.96.0.1/32",
+            "-j",
+            "KUBE-SVC-ABC",
+        ],
+        &[
+            "iptables-nft",
+            "-t",
+            "nat",
+            "-A",
+            "PREROUTING",
+            "-m",
+            "comment",
+            "--comment",
+            "kubernetes service portals",
+            "-j",
+            "KUBE-SERVICES",
+        ],
+        &["iptables-nft", "-t", "filter", "-N", "KUBE-FIREWALL"],
+        &[
+            "iptables-nft",
+            "-t",
+            "filter",
+            "-A",
+            "INPUT",
+            "-j",
+            "KUBE-FIREWALL",
+        ],
+        &[
+            "iptables-nft",
+            "-t",
+            "filter",
+            "-A",
+            "INPUT",
+            "-p",
+            "tcp",
+            "--dport",
+            "22",
+            "-j",
+            "ACCEPT",
+        ],
+        &["iptables-legacy", "-t", "filter", "-N", "KUBE-FORWARD"],
+        &[
+            "iptables-legacy",
+            "-t",
+            "filter",
+            "-A",
+            "FORWARD",
+            "-j",
+            "KUBE-FORWARD",
+        ],
+        &["ip6tables-nft", "-t", "mangle", "-N", "KUBE-PROXY-CANARY"],
+        &["nft", "add", "table", "ip", "kube-proxy"],
+        &["nft", "add", "table", "ip6", "kube-proxy"],
+        &["nft", "add", "table", "inet", "mine"],
+    ] {
+        ok(&mut ns.exec(rule));
+    }
+    let first = ok(&mut ns.exec(&[agent.to_str().unwrap(), "cleanup-kube-proxy"]));
+    assert!(
+        first.contains("iptables-nft-save nat: removed 2 chains and 1 jump rules"),
+        "{first}"
+    );
+    assert!(
+        first.contains("iptables-legacy-save filter: removed 1 chains and 1 jump rules"),
+        "{first}"
+    );
+    assert!(
+        first.contains("ip6tables-nft-save mangle: removed 1 chains"),
+        "{first}"
+    );
+    assert!(first.contains("nft: deleted table ip kube-proxy"), "{first}");
+
+    let nat = ok(&mut ns.exec(&["iptables-nft-save", "-t", "nat"]));
+    assert!(!nat.contains("KUBE-"), "{nat}");
+    let filter = ok(&mut ns.exec(&["iptables-nft-save", "-t", "filter"]));
+    assert!(
+        filter.contains("-A INPUT -j KUBE-FIREWALL"),
+        "the kubelet's chain must stay:\n{filter}"
+    );
+    assert!(
+        filter.contains("--dport 22 -j ACCEPT"),
+        "other rules must stay:\n{filter}"
+    );
+    let legacy = ok(&mut ns.exec(&["iptables-legacy-save", "-t", "filter"]));
+    assert!(!legacy.contains("KUBE-"), "{legacy}");
+    let tables = ok(&mut ns.exec(&["nft", "list", "tables"]));
+    assert!(!tables.contains("kube-proxy"), "{tables}");
+    assert!(tables.contains("table inet mine"), "{tables}");
+
+    let again = ok(&mut ns.exec(&[agent.to_str().unwrap(), "cleanup-kube-proxy"]));
+    assert_eq!(again.trim(), "no kube-proxy rules found", "not idempotent");
 }
