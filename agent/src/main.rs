@@ -27,6 +27,9 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // The workspace enables more than one rustls crypto backend, so rustls cannot pick one by itself: kube's TLS
+    // client would panic without this.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     // Hidden entry points re-executed by the pod runtime (before clap: they take agnhost's own flags).
     let argv: Vec<String> = std::env::args().collect();
     match argv.get(1).map(String::as_str) {
