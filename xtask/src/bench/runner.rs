@@ -33,7 +33,8 @@ pub struct Plan {
     pub variants: Vec<Variant>,
     /// Pause after programming (debugging aid; zero in normal runs).
     pub hold: Duration,
-    /// A variant whose programming (with its checks) at one N takes longer is not programmed with larger N.
+    /// Time limit of programming one size; a variant whose next size would not fit it (by linear extrapolation)
+    /// is not programmed with larger sizes.
     pub program_budget: Duration,
     /// Endpoint changes per N (their median is reported).
     pub change_reps: usize,
@@ -247,25 +248,39 @@ pub fn run(cfg: &RunConfig) -> Result<Collector> {
                 continue;
             }
             let started = Instant::now();
-            if let Err(e) = program_step(inst, &svcs, &targets, n, &cl, plan, &mut col) {
-                col.fail("program", inst.variant.name(), e);
-                alive[i] = false;
-                continue;
-            }
-            let took = started.elapsed();
-            if took > plan.program_budget && Some(&n) != plan.sizes.last() {
-                col.fail(
-                    "program",
-                    inst.variant.name(),
-                    format!(
-                        "programming and checking N={n} took {:.0} s (budget {:.0} s): larger N skipped to keep the \
-                         run within its time limit",
-                        took.as_secs_f64(),
-                        plan.program_budget.as_secs_f64()
-                    ),
-                );
-                // Still measured at this N below (it holds this rule set), not programmed with larger ones.
-                alive[i] = false;
+            let took = match program_step(inst, &svcs, &targets, n, &cl, plan, &mut col) {
+                Ok(took) => took,
+                Err(e) => {
+                    col.fail("program", inst.variant.name(), e);
+                    alive[i] = false;
+                    continue;
+                }
+            };
+            eprintln!(
+                "bench: {} programmed at N={n} in {:.2} s (with checks and endpoint changes {:.1} s)",
+                inst.variant.name(),
+                took.as_secs_f64(),
+                started.elapsed().as_secs_f64()
+            );
+            // Even at linear scaling (rule-set programming is at best linear) the next size would not fit the
+            // budget: stop here rather than spend the run waiting on one variant.
+            if let Some(&next) = plan.sizes.get(si + 1) {
+                let estimate = took.mul_f64(next as f64 / n as f64);
+                if estimate > plan.program_budget {
+                    col.fail(
+                        "program",
+                        inst.variant.name(),
+                        format!(
+                            "not programmed with N >= {next}: N={n} took {:.0} s, so N={next} would take at least \
+                             {:.0} s (budget {:.0} s per size)",
+                            took.as_secs_f64(),
+                            estimate.as_secs_f64(),
+                            plan.program_budget.as_secs_f64()
+                        ),
+                    );
+                    // Still measured at this N below (it holds this rule set), not programmed with larger ones.
+                    alive[i] = false;
+                }
             }
         }
         prog.step(&format!("programmed N={n}"));
@@ -329,7 +344,7 @@ fn last_programmed_is(inst: &Installed, n: usize) -> bool {
 }
 
 /// Programs one variant with the set of size `n`, checks every measured service answers, and records the
-/// control-plane and footprint figures.
+/// control-plane and footprint figures; returns how long the programming itself took.
 fn program_step(
     inst: &mut Installed,
     svcs: &[ServicePort],
@@ -338,10 +353,10 @@ fn program_step(
     cl: &ClusterConfig,
     plan: &Plan,
     col: &mut Collector,
-) -> Result<()> {
+) -> Result<Duration> {
     let v = inst.variant;
     inst.programmed_n = None;
-    let p = inst.program(svcs, cl, Duration::from_secs(900))?;
+    let p = inst.program(svcs, cl, plan.program_budget)?;
     let add =
         |c: &mut Collector, scen: &str, m: &str, u: &str, x: f64| c.add(scen, v.name(), n, None, m, u, x);
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -419,7 +434,7 @@ fn program_step(
         }
     }
     inst.programmed_n = Some(n);
-    Ok(())
+    Ok(p.full)
 }
 
 /// Long-flow TCP throughput through the fixed one-backend `iperf` service, with default offloads and without.
@@ -674,12 +689,12 @@ pub fn plan(quick: bool, variants: Vec<Variant>) -> Plan {
             sizes: vec![10, 100, 1000, 5000, 10000, 20000],
             placements: vec![Placement::First, Placement::Middle, Placement::Last],
             rounds: 5,
-            trial: Duration::from_secs(2),
+            trial: Duration::from_millis(1500),
             clients: 32,
             throughput_rounds: 5,
             variants,
             hold: Duration::ZERO,
-            program_budget: Duration::from_secs(240),
+            program_budget: Duration::from_secs(120),
             change_reps: 5,
         }
     }
