@@ -168,12 +168,19 @@ pub fn run(args: BenchArgs) -> Result<()> {
         col.failures.len(),
         out.join("report.md").display()
     );
-    // The quick run is the CI smoke test: every variant must have worked.
-    if args.quick && !col.failures.is_empty() {
+    // The quick run is the CI smoke test: every variant must have worked in every scenario it takes part in (a
+    // single failed trial among good ones is reported, not fatal).
+    let fatal = results::fatal_failures(&records, &col.failures);
+    if args.quick && !fatal.is_empty() {
         bail!(
-            "{} failures (see the Failures table of {})",
-            col.failures.len(),
-            out.join("report.md").display()
+            "{} variant/scenario pairs failed (see the Failures table of {}): {}",
+            fatal.len(),
+            out.join("report.md").display(),
+            fatal
+                .iter()
+                .map(|f| format!("{} in {}", f.variant, f.scenario))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
     }
     Ok(())

@@ -134,9 +134,50 @@ impl Collector {
     }
 }
 
+/// Failures of a (scenario, variant) pair that has no figure at all (setup and programming failures always count).
+pub fn fatal_failures<'a>(records: &[Record], failures: &'a [Failure]) -> Vec<&'a Failure> {
+    let mut out: Vec<&Failure> = Vec::new();
+    for f in failures {
+        let measured = records
+            .iter()
+            .any(|r| r.scenario == f.scenario && r.variant == f.variant);
+        let seen = out
+            .iter()
+            .any(|o| o.scenario == f.scenario && o.variant == f.variant);
+        if !measured && !seen {
+            out.push(f);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_pairs_without_any_figure_are_fatal() {
+        let mut c = Collector::default();
+        c.add(
+            "conn_rate",
+            "skiff-tc",
+            10,
+            Some("last"),
+            "conn_per_s",
+            "1/s",
+            5.0,
+        );
+        c.fail("conn_rate", "skiff-tc", "one trial timed out");
+        c.fail("udp_nodeport", "skiff-xdp", "no packet reached the backend");
+        c.fail("udp_nodeport", "skiff-xdp", "no packet reached the backend");
+        c.fail("program", "nftables", "nft -f failed");
+        let fatal = fatal_failures(&c.records(), &c.failures);
+        let pairs: Vec<(&str, &str)> = fatal
+            .iter()
+            .map(|f| (f.scenario.as_str(), f.variant.as_str()))
+            .collect();
+        assert_eq!(pairs, [("udp_nodeport", "skiff-xdp"), ("program", "nftables")]);
+    }
 
     #[test]
     fn ratios_come_from_the_same_scenario_n_and_metric() {
