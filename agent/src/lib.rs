@@ -14,3 +14,4 @@ pub mod node_env;
 pub mod pods;
 pub mod net;
 pub mod agnhost;
+pub mod node;

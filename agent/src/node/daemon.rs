@@ -1,0 +1,269 @@
+//! `skiff-agent node`: wires registration, heartbeats, node routes, the pod manager, the log endpoint and the
+//! eBPF dataplane (with the apiserver as its source) into one process.
+use std::{
+    net::{Ipv4Addr, SocketAddr, TcpListener as StdListener},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use tokio::sync::watch;
+
+use super::{
+    args::NodeArgs, capacity, heartbeat, logs_http, node_status::NodeFacts, peers, pod_manager,
+    pod_worker::NodeCtx,
+};
+use crate::{
+    bpf::{attach::AttachConfig, ct_gc::CtTimeouts, loader::MapSizes, netns::spawn_in},
+    net::{
+        cidr::Ipv4Cidr,
+        ipam::IpamStore,
+        names::HOST_VETH_PREFIX,
+        nl::{self, Netns},
+    },
+    node_env,
+    pods::{
+        cgroup,
+        runtime::{PodRuntime, RuntimeConfig},
+    },
+    proxy::SourceConfig,
+    run::{ProxyConfig, run},
+};
+
+/// First IPv4 address of `iface` inside `netns`.
+fn iface_ipv4(netns: Option<String>, iface: String) -> Result<Option<Ipv4Addr>> {
+    let h = spawn_in(netns, "skiff-addr", move || -> Result<Option<Ipv4Addr>> {
+        let addrs = nix::ifaddrs::getifaddrs().context("listing interface addresses")?;
+        Ok(addrs
+            .filter(|a| a.interface_name == iface)
+            .find_map(|a| a.address.and_then(|s| s.as_sockaddr_in().map(|s| s.ip()))))
+    })?;
+    h.join()
+        .map_err(|_| anyhow::anyhow!("address lookup thread panicked"))??
+}
+
+/// A listening socket bound inside `netns` (sockets keep the namespace they were made in).
+fn bind_in(netns: Option<String>, addr: SocketAddr) -> Result<StdListener> {
+    let h = spawn_in(netns.clone(), "skiff-bind", move || StdListener::bind(addr))?;
+    let l = h
+        .join()
+        .map_err(|_| anyhow::anyhow!("bind thread panicked"))??
+        .with_context(|| format!("binding the log endpoint {addr} in netns {netns:?}"))?;
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+fn machine_id() -> String {
+    std::fs::read_to_string("/etc/machine-id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+fn kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+async fn kube_client(path: &Path) -> Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
+/// Registers the Node, retrying with backoff until the apiserver answers (or SIGINT/SIGTERM).
+async fn register_with_retry(
+    client: &kube::Client,
+    facts: &NodeFacts,
+) -> Result<k8s_openapi::api::core::v1::Node> {
+    let mut failures = 0;
+    loop {
+        match heartbeat::register(client, facts).await {
+            Ok(n) => return Ok(n),
+            Err(e) => {
+                failures += 1;
+                let d = heartbeat::retry_delay(failures);
+                tracing::warn!(error = %e, retry_in = ?d, "registering the Node failed");
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => bail!("interrupted before the Node was registered"),
+                    _ = tokio::time::sleep(d) => {}
+                }
+            }
+        }
+    }
+}
+
+/// The podCIDR: the one the control plane assigned, else `--pod-cidr`.
+pub fn pick_pod_cidr(assigned: Option<&str>, flag: Option<Ipv4Cidr>) -> Result<Ipv4Cidr> {
+    match (assigned.map(str::parse::<Ipv4Cidr>), flag) {
+        (Some(Ok(c)), Some(f)) if c != f => {
+            tracing::warn!(assigned = %c, flag = %f, "the Node already has a podCIDR; --pod-cidr is ignored");
+            Ok(c)
+        }
+        (Some(Ok(c)), _) => Ok(c),
+        (Some(Err(e)), _) => bail!("the Node's podCIDR {assigned:?} is invalid: {e}"),
+        (None, Some(f)) => Ok(f),
+        (None, None) => bail!("the control plane assigned no podCIDR to this node; pass --pod-cidr CIDR"),
+    }
+}
+
+/// Runs the node until SIGINT/SIGTERM. Pods keep running after the agent exits and are re-adopted by the next one.
+pub fn main(a: NodeArgs) -> Result<()> {
+    let node = a.node_name.clone();
+    anyhow::ensure!(!node.is_empty(), "--node-name must not be empty");
+    let node_ip = match (a.node_ip, &a.uplink) {
+        (Some(ip), _) => ip,
+        (None, Some(up)) => iface_ipv4(a.netns.clone(), up.clone())?
+            .with_context(|| format!("uplink {up} has no IPv4 address; pass --node-ip"))?,
+        (None, None) => bail!("no node address: pass --node-ip or --uplink"),
+    };
+    let state_dir = a
+        .state_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("/run/skiff").join(&node));
+    std::fs::create_dir_all(&state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
+    let cg2 = node_env::cgroup2_dir(
+        &a.cgroup.clone().unwrap_or_else(|| "/sys/fs/cgroup".into()),
+        node_env::is_cgroup2,
+    )?;
+    let pods_cgroup = cgroup::default_root(&cg2, &node);
+    std::fs::create_dir_all(&pods_cgroup)
+        .with_context(|| format!("creating cgroup {}", pods_cgroup.display()))?;
+    let node_ns = a.netns.as_deref().map(Netns::named).unwrap_or(Netns::Current);
+    nl::write_sysctl(&node_ns, "net/ipv4/ip_forward", "1").context("enabling IPv4 forwarding on the node")?;
+
+    let mut rcfg = RuntimeConfig::for_node(&node)?;
+    rcfg.state_root = state_dir.join("pods");
+    rcfg.cgroup_root = Some(pods_cgroup.clone());
+    let runtime = PodRuntime::new(rcfg);
+
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut facts = NodeFacts {
+        name: node.clone(),
+        node_ip,
+        kubelet_address: a.kubelet_address,
+        kubelet_port: a.kubelet_port,
+        pod_cidr: a.pod_cidr,
+        capacity: capacity::effective(capacity::machine(cpus, &meminfo), &a.capacity),
+        machine_id: machine_id(),
+        kernel: kernel(),
+    };
+    // Log endpoint sockets are bound before the runtime starts (netns work on dedicated threads).
+    let port_addr = |ip: Ipv4Addr| SocketAddr::from((ip, a.kubelet_port));
+    let mut listeners = vec![bind_in(a.netns.clone(), port_addr(Ipv4Addr::UNSPECIFIED))?];
+    if let Some(k) = a.kubelet_address {
+        listeners.push(bind_in(None, port_addr(k))?);
+    }
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let client = kube_client(&a.kubeconfig).await?;
+        let registered = register_with_retry(&client, &facts).await?;
+        let assigned = registered.spec.as_ref().and_then(|s| s.pod_cidr.as_deref());
+        let pod_cidr = pick_pod_cidr(assigned, a.pod_cidr)?;
+        facts.pod_cidr = Some(pod_cidr);
+        tracing::info!(%node, %node_ip, %pod_cidr, "node registered");
+
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let (ready_tx, ready_rx) = watch::channel(false);
+        let hb = tokio::spawn(heartbeat::run(
+            client.clone(),
+            facts.clone(),
+            state_dir.clone(),
+            ready_rx,
+            stop_rx.clone(),
+        ));
+        let routes = tokio::spawn(peers::run(
+            client.clone(),
+            node.clone(),
+            pod_cidr,
+            node_ns.clone(),
+            ready_tx,
+            stop_rx.clone(),
+        ));
+        let ctx = Arc::new(NodeCtx {
+            client: client.clone(),
+            node_name: node.clone(),
+            node_ip,
+            node_ns,
+            runtime: runtime.clone(),
+            ipam: Mutex::new(IpamStore::new(state_dir.join("ipam.json"))),
+            pod_cidr,
+            logs: logs_http::LogTargets::default(),
+        });
+        let mut servers = Vec::new();
+        for l in listeners {
+            let l = tokio::net::TcpListener::from_std(l)?;
+            tracing::info!(addr = %l.local_addr()?, "serving container logs");
+            servers.push(tokio::spawn(logs_http::serve(
+                l,
+                ctx.logs.clone(),
+                runtime.config().state_root.clone(),
+            )));
+        }
+        let manager = tokio::spawn(pod_manager::run(ctx, stop_rx));
+
+        let dataplane = run(ProxyConfig {
+            node_name: node.clone(),
+            source: SourceConfig::Kube(client),
+            attach: AttachConfig {
+                mode: a.mode,
+                cgroup: pods_cgroup,
+                pod_ifaces: vec![format!("{HOST_VETH_PREFIX}*")],
+                uplink: a.uplink.clone(),
+                xdp_mode: a.xdp_mode,
+                netns: a.netns.clone(),
+                rescan: Duration::from_secs(1),
+            },
+            node_ip: Some(node_ip),
+            hairpin_ip: a.hairpin_ip,
+            snat_ports: a.snat_ports,
+            sizes: MapSizes::default(),
+            metrics_addr: a.metrics_addr,
+            ct_timeouts: CtTimeouts::default(),
+            ct_gc_interval: Duration::from_secs(10),
+            ct_gc_batch: 50_000,
+            healthz_addr: None,
+            cleanup_kube_proxy: false,
+        })
+        .await;
+        if let Err(e) = &dataplane {
+            tracing::error!(error = format!("{e:#}"), "the dataplane stopped");
+        }
+        let _ = stop_tx.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(15), manager).await;
+        for s in servers {
+            s.abort();
+        }
+        hb.abort();
+        routes.abort();
+        tracing::info!("node agent stopped; pods keep running");
+        dataplane
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_assigned_pod_cidr_wins_over_the_flag() {
+        let flag: Ipv4Cidr = "10.244.9.0/24".parse().unwrap();
+        assert_eq!(
+            pick_pod_cidr(Some("10.244.1.0/24"), Some(flag))
+                .unwrap()
+                .to_string(),
+            "10.244.1.0/24"
+        );
+        assert_eq!(pick_pod_cidr(None, Some(flag)).unwrap(), flag);
+        assert!(pick_pod_cidr(None, None).is_err());
+        assert!(pick_pod_cidr(Some("nonsense"), Some(flag)).is_err());
+    }
+}

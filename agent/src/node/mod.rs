@@ -1,0 +1,16 @@
+//! The lab node (`skiff-agent node`): Node registration and heartbeats, pod workers, node routes, the log endpoint,
+//! and the dataplane wired to the apiserver.
+//!
+//! Pure decisions: [`capacity`], [`node_status`], [`pod_status`], [`decide`]. I/O: [`heartbeat`], [`peers`],
+//! [`pod_manager`] and [`pod_worker`], [`logs_http`]; [`daemon`] wires them together.
+pub mod args;
+pub mod capacity;
+pub mod daemon;
+pub mod decide;
+pub mod heartbeat;
+pub mod logs_http;
+pub mod node_status;
+pub mod peers;
+pub mod pod_manager;
+pub mod pod_status;
+pub mod pod_worker;
