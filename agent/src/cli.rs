@@ -42,6 +42,9 @@ pub enum Command {
     CleanupKubeProxy,
     /// Attach an XDP_PASS program to IFACE (the peer of a veth that receives XDP_TX/REDIRECT frames), then exit.
     XdpPass(XdpPassArgs),
+    /// Run a lab node: register the Node, run the pods bound to it, route to other nodes' pods and serve Services
+    /// with the eBPF dataplane, all against the apiserver in --kubeconfig (runs until SIGINT/SIGTERM).
+    Node(Box<crate::node::args::NodeArgs>),
 }
 
 /// Default `--pod-iface` globs of `--proxy-only`: the host side of pod veths of common CNIs (Cilium `lxc*`, Calico

@@ -43,6 +43,7 @@ fn main() -> Result<()> {
         Command::Cleanup(a) => cleanup_cmd(a),
         Command::CleanupKubeProxy => cleanup_kube_proxy_cmd(),
         Command::XdpPass(a) => xdp_pass(a),
+        Command::Node(a) => skiff_agent::node::daemon::main(*a),
     }
 }
 
