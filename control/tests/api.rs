@@ -765,3 +765,46 @@ async fn bookmarks_advance_with_writes_elsewhere() {
     );
     assert!(newest <= last_write);
 }
+
+#[tokio::test]
+async fn dry_run_and_delete_collection() {
+    let srv = server().await;
+    let (code, dry) = call(
+        &srv,
+        "POST",
+        &format!("{CMS}?dryRun=All"),
+        Some(cm("ghost", json!({}))),
+    )
+    .await;
+    assert_eq!(code, StatusCode::CREATED);
+    assert_eq!(dry["metadata"]["name"], "ghost");
+    let (code, _) = call(&srv, "GET", &format!("{CMS}/ghost"), None).await;
+    assert_eq!(code, StatusCode::NOT_FOUND, "dry-run stores nothing");
+
+    for (name, app) in [("a", "x"), ("b", "x"), ("c", "y")] {
+        call(&srv, "POST", CMS, Some(cm(name, json!({"app": app})))).await;
+    }
+    let (code, deleted) = call(&srv, "DELETE", &format!("{CMS}?labelSelector=app%3Dx"), None).await;
+    assert_eq!(code, StatusCode::OK);
+    let names: Vec<&str> = deleted["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["a", "b"]);
+    let (_, left) = call(&srv, "GET", CMS, None).await;
+    let left: Vec<&str> = left["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(left, ["c"]);
+    let (code, _) = call(&srv, "DELETE", "/api/v1/namespaces", None).await;
+    assert_eq!(
+        code,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "namespaces have no deletecollection"
+    );
+}
