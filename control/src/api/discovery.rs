@@ -18,6 +18,8 @@ pub fn serve(route: &Route, accept: Option<&str>) -> Result<Response, ApiError> 
     match route {
         Route::Version => Ok(json_response(StatusCode::OK, &version())),
         Route::Health => Ok((StatusCode::OK, "ok").into_response()),
+        Route::CoreVersions if wants_aggregated(accept) => Ok(aggregated_response(true)),
+        Route::Groups if wants_aggregated(accept) => Ok(aggregated_response(false)),
         Route::CoreVersions => Ok(json_response(StatusCode::OK, &core_versions())),
         Route::Groups => Ok(json_response(StatusCode::OK, &group_list())),
         Route::Group(group) => group_doc(group)
@@ -33,6 +35,87 @@ pub fn serve(route: &Route, accept: Option<&str>) -> Result<Response, ApiError> 
             .ok_or_else(ApiError::no_route),
         Route::Resource(_) | Route::NotFound => Err(ApiError::no_route()),
     }
+}
+
+/// The media type of aggregated discovery (apidiscovery.k8s.io/v2).
+const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Whether the client prefers aggregated discovery (kubectl and client-go list it first).
+fn wants_aggregated(accept: Option<&str>) -> bool {
+    accept.and_then(|a| a.split(',').next()).is_some_and(|first| {
+        first.contains("as=APIGroupDiscoveryList")
+            && first.contains("g=apidiscovery.k8s.io")
+            && first.contains("v=v2")
+    })
+}
+
+fn aggregated_response(core: bool) -> Response {
+    let mut response = json_response(StatusCode::OK, &aggregated(core));
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static(AGGREGATED),
+    );
+    response
+}
+
+/// `APIGroupDiscoveryList` for the core group (`/api`) or the named groups (`/apis`).
+pub fn aggregated(core: bool) -> Value {
+    let mut groups: Vec<&str> = Vec::new();
+    for (g, _) in group_versions() {
+        if g.is_empty() == core && !groups.contains(&g) {
+            groups.push(g);
+        }
+    }
+    let items: Vec<Value> = groups
+        .into_iter()
+        .map(|group| {
+            let versions: Vec<Value> = group_versions()
+                .into_iter()
+                .filter(|(g, _)| *g == group)
+                .map(|(g, v)| {
+                    let resources: Vec<Value> = KINDS
+                        .iter()
+                        .filter(|k| k.group == g && k.version == v)
+                        .map(|k| {
+                            let subresources: Vec<Value> = k
+                                .subresources
+                                .iter()
+                                .map(|sub| {
+                                    let doc = subresource(k, sub);
+                                    let kind = json!({
+                                        "group": doc.get("group").cloned().unwrap_or(json!(k.group)),
+                                        "version": doc.get("version").cloned().unwrap_or(json!(k.version)),
+                                        "kind": doc["kind"],
+                                    });
+                                    json!({"subresource": sub, "responseKind": kind, "verbs": doc["verbs"]})
+                                })
+                                .collect();
+                            let mut doc = json!({
+                                "resource": k.plural,
+                                "responseKind": {"group": k.group, "version": k.version, "kind": k.kind},
+                                "scope": if k.namespaced { "Namespaced" } else { "Cluster" },
+                                "singularResource": k.singular,
+                                "verbs": k.verbs,
+                            });
+                            if !k.short_names.is_empty() {
+                                doc["shortNames"] = json!(k.short_names);
+                            }
+                            if !k.categories.is_empty() {
+                                doc["categories"] = json!(k.categories);
+                            }
+                            if !subresources.is_empty() {
+                                doc["subresources"] = json!(subresources);
+                            }
+                            doc
+                        })
+                        .collect();
+                    json!({"version": v, "resources": resources, "freshness": "Current"})
+                })
+                .collect();
+            json!({"metadata": {"name": group}, "versions": versions})
+        })
+        .collect();
+    json!({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {}, "items": items})
 }
 
 fn version() -> Value {
@@ -167,6 +250,51 @@ mod tests {
         let nodes = resources.iter().find(|r| r["name"] == "nodes").unwrap();
         assert_eq!(nodes["namespaced"], false);
         assert!(resource_list("nope", "v1").is_none());
+    }
+
+    #[test]
+    fn aggregated_discovery() {
+        assert!(wants_aggregated(Some(
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
+        )));
+        assert!(!wants_aggregated(Some("application/json")));
+        let core = aggregated(true);
+        assert_eq!(core["items"].as_array().unwrap().len(), 1);
+        let v1 = &core["items"][0]["versions"][0];
+        let pods = v1["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resource"] == "pods")
+            .unwrap();
+        assert_eq!(pods["scope"], "Namespaced");
+        assert_eq!(pods["responseKind"]["kind"], "Pod");
+        assert!(
+            pods["subresources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["subresource"] == "log")
+        );
+        let groups = aggregated(false);
+        let names: Vec<&str> = groups["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["metadata"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["apps", "discovery.k8s.io", "coordination.k8s.io", "events.k8s.io"]
+        );
+        let deploy = &groups["items"][0]["versions"][0]["resources"][0];
+        let scale = deploy["subresources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["subresource"] == "scale")
+            .unwrap();
+        assert_eq!(scale["responseKind"]["group"], "autoscaling");
     }
 
     #[test]
