@@ -83,6 +83,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if !variants.contains(&Variant::Direct) || !variants.contains(&Variant::IptablesNft) {
         eprintln!("bench: ratios need the direct and iptables-nft variants; they will be missing");
     }
+    // Runs share the `skb-` names and sweep each other's namespaces: one at a time on this machine.
+    let _lock = lock()?;
     let out = runner::out_dir(args.out.clone());
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let out = out.canonicalize()?;
@@ -184,6 +186,25 @@ pub fn run(args: BenchArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+const LOCK_FILE: &str = "/run/skiff-bench.lock";
+
+/// Takes the machine-wide bench lock (released by the kernel when the process ends).
+fn lock() -> Result<std::fs::File> {
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(LOCK_FILE)
+        .with_context(|| format!("opening {LOCK_FILE}"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => bail!(
+            "another `cargo xtask bench` is running on this machine (it holds {LOCK_FILE}); wait for it to finish"
+        ),
+        Err(std::fs::TryLockError::Error(e)) => Err(e).with_context(|| format!("locking {LOCK_FILE}")),
+    }
 }
 
 fn machine() -> String {
