@@ -5,3 +5,4 @@ pub mod fixture;
 pub mod fixture_netns;
 pub mod fixture_packet;
 pub mod k8s_tools;
+pub mod node_lab;

@@ -1,0 +1,231 @@
+//! The lab node end to end (root): skiff-control and two `skiff-agent node` processes on `skn-` namespaces; pods
+//! with shared localhost and emptyDir, readiness, crash back-off, `kubectl logs`, pod-to-pod across nodes, a
+//! ClusterIP Service over both nodes through the TC and socket paths, and re-adoption after an agent restart.
+//!
+//! Run with `cargo build -p agent -p control && cargo test -p tests --test node_e2e -- --test-threads=1`.
+use std::collections::BTreeSet;
+
+use tests::node_lab::{NODES, NodeLab};
+
+const AGNHOST: &str = "registry.k8s.io/e2e-test-images/agnhost:2.53";
+const VIP: &str = "10.96.120.10";
+
+fn netexec(name: &str, node: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: default, labels: {{app: skn-web}}}}\n\
+         spec:\n  nodeName: {node}\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: web\n    \
+         image: {AGNHOST}\n    args: [netexec, --http-port=8080]\n"
+    )
+}
+
+/// `web` serves; `side` reaches it over localhost and leaves the answer and a ready flag in the shared emptyDir;
+/// `web` is ready only once it sees that flag (readiness gated by the sidecar).
+const TWO: &str = r#"apiVersion: v1
+kind: Pod
+metadata: {name: two, namespace: default}
+spec:
+  nodeName: skn-node1
+  terminationGracePeriodSeconds: 2
+  volumes: [{name: share, emptyDir: {}}]
+  containers:
+  - name: web
+    image: registry.k8s.io/e2e-test-images/agnhost:2.53
+    args: [netexec, --http-port=8080]
+    readinessProbe: {exec: {command: [cat, /skn-share/ready]}, periodSeconds: 1}
+    volumeMounts: [{name: share, mountPath: /skn-share}]
+  - name: side
+    image: skn-shell
+    command: [/bin/sh, -c, "echo side-started; until curl -sf http://127.0.0.1:8080/hostname > /skn-share/h; do sleep 0.2; done; sleep 4; touch /skn-share/ready; echo side-done; exec sleep 100000"]
+    volumeMounts: [{name: share, mountPath: /skn-share}]
+"#;
+
+const CRASH: &str = r#"apiVersion: v1
+kind: Pod
+metadata: {name: crash, namespace: default}
+spec:
+  nodeName: skn-node2
+  containers:
+  - name: c
+    image: skn-shell
+    command: [/bin/sh, -c, "echo crash-run; exit 3"]
+"#;
+
+fn service() -> String {
+    let mut eps = String::new();
+    for (pod, node) in [("near", NODES[0].name), ("far", NODES[1].name)] {
+        eps.push_str(&format!(
+            "- addresses: [\"{{{pod}}}\"]\n  conditions: {{ready: true, serving: true, terminating: false}}\n  nodeName: {node}\n  targetRef: {{kind: Pod, name: {pod}, namespace: default}}\n"
+        ));
+    }
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: skn-web, namespace: default}}\n\
+         spec:\n  clusterIP: {VIP}\n  ports: [{{name: http, port: 80, targetPort: 8080, protocol: TCP}}]\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: skn-web-1\n  namespace: default\n  \
+         labels: {{kubernetes.io/service-name: skn-web}}\naddressType: IPv4\n\
+         ports: [{{name: http, port: 8080, protocol: TCP}}]\nendpoints:\n{eps}"
+    )
+}
+
+fn curl(lab: &NodeLab, node: &str, pod: &str, cgroup: Option<&std::path::Path>, url: &str) -> Option<String> {
+    lab.in_pod(node, pod, cgroup, &["curl", "-sf", "-m", "2", url])
+        .ok()
+}
+
+#[test]
+fn lab_nodes_run_pods_and_services() {
+    let mut lab = NodeLab::start();
+    let (n1, n2) = (NODES[0].name, NODES[1].name);
+
+    // Registration: podCIDR, capacity, labels, Lease.
+    assert_eq!(lab.get(&["node", n1], "{.spec.podCIDR}"), NODES[0].pod_cidr);
+    assert_eq!(lab.get(&["node", n2], "{.status.capacity.memory}"), "4Gi");
+    assert_eq!(
+        lab.get(&["node", n1], "{.metadata.labels.kubernetes\\.io/hostname}"),
+        n1
+    );
+    assert_eq!(
+        lab.get(&["lease", "-n", "kube-node-lease", n1], "{.spec.holderIdentity}"),
+        n1
+    );
+    let conditions = lab.get(&["node", n1], "{.status.conditions[*].type}");
+    for c in [
+        "MemoryPressure",
+        "DiskPressure",
+        "PIDPressure",
+        "NetworkUnavailable",
+        "Ready",
+    ] {
+        assert!(conditions.contains(c), "{c} missing: {conditions}");
+    }
+
+    // A 2-container pod: shared localhost and emptyDir; readiness gated until the sidecar's flag exists.
+    lab.apply(TWO);
+    lab.wait("two running but not ready", 60, || {
+        let phase = lab.get(&["pod", "two"], "{.status.phase}");
+        let ready = lab.get(
+            &["pod", "two"],
+            "{.status.conditions[?(@.type==\"ContainersReady\")].message}",
+        );
+        (phase == "Running" && ready.contains("[web]")).then_some(())
+    });
+    let two_ip = lab.wait_pod_ready("two");
+    let share = lab.pod_dir(n1, "two").join("volumes/share/h");
+    assert_eq!(
+        std::fs::read_to_string(&share).unwrap(),
+        "two",
+        "answer over localhost in the emptyDir"
+    );
+
+    // kubectl logs through the apiserver: container choice, --tail, -f.
+    let logs = lab.kubectl(&["logs", "two", "-c", "side"]).unwrap();
+    assert!(
+        logs.contains("side-started") && logs.contains("side-done"),
+        "{logs}"
+    );
+    assert_eq!(
+        lab.kubectl(&["logs", "two", "-c", "side", "--tail=1"]).unwrap(),
+        "side-done\n"
+    );
+    let followed = std::process::Command::new("timeout")
+        .arg("3")
+        .arg(tests::k8s_tools::kubectl())
+        .arg("--kubeconfig")
+        .arg(&lab.kubeconfig)
+        .args(["logs", "-f", "two", "-c", "side"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&followed.stdout).contains("side-done"));
+    assert_eq!(
+        followed.status.code(),
+        Some(124),
+        "-f keeps streaming while the container runs"
+    );
+
+    // A crashing container restarts with back-off; --previous shows the last run.
+    lab.apply(CRASH);
+    lab.wait("crash in CrashLoopBackOff after a restart", 60, || {
+        let restarts: i32 = lab
+            .get(&["pod", "crash"], "{.status.containerStatuses[0].restartCount}")
+            .parse()
+            .unwrap_or(0);
+        let waiting = lab.get(
+            &["pod", "crash"],
+            "{.status.containerStatuses[0].state.waiting.reason}",
+        );
+        (restarts >= 1 && waiting == "CrashLoopBackOff").then_some(())
+    });
+    assert_eq!(
+        lab.get(
+            &["pod", "crash"],
+            "{.status.containerStatuses[0].lastState.terminated.exitCode}"
+        ),
+        "3"
+    );
+    assert!(
+        lab.kubectl(&["logs", "crash", "--previous"])
+            .unwrap()
+            .contains("crash-run")
+    );
+
+    // Pod to pod across nodes.
+    lab.apply(&netexec("far", n2));
+    lab.apply(&netexec("near", n1));
+    let far_ip = lab.wait_pod_ready("far");
+    let near_ip = lab.wait_pod_ready("near");
+    assert_eq!(
+        curl(&lab, n1, "two", None, &format!("http://{far_ip}:8080/hostname")).as_deref(),
+        Some("far")
+    );
+    assert_eq!(
+        curl(&lab, n2, "far", None, &format!("http://{two_ip}:8080/hostname")).as_deref(),
+        Some("two")
+    );
+    assert_eq!(
+        lab.get(&["pod", "far"], "{.status.hostIP}"),
+        NODES[1].ip,
+        "hostIP is the node address"
+    );
+
+    // A ClusterIP Service over pods on both nodes, from both nodes, through the TC and the socket path.
+    let svc = service().replace("{near}", &near_ip).replace("{far}", &far_ip);
+    lab.apply(&svc);
+    let url = format!("http://{VIP}/hostname");
+    for (node, client) in [(n1, "two"), (n2, "far")] {
+        let cgroup = lab.container_cgroup(node, client, "web");
+        for (path, cg) in [("tc", None), ("socket", Some(cgroup.as_path()))] {
+            let mut seen = BTreeSet::new();
+            lab.wait(
+                &format!("{url} from {client} on {node} ({path}) reaching both backends"),
+                60,
+                || {
+                    if let Some(h) = curl(&lab, node, client, cg, &url) {
+                        seen.insert(h);
+                    }
+                    (seen.contains("near") && seen.contains("far")).then_some(())
+                },
+            );
+        }
+    }
+
+    // An agent restart re-adopts its running pods: same sandbox, still serving.
+    let before = lab.sandbox_pid(n1, "two");
+    lab.restart_agent(0);
+    lab.wait_node_ready(n1);
+    lab.wait("node1 agent re-adopting two", 30, || {
+        lab.log("skn-node1.log")
+            .contains("re-adopting a running pod")
+            .then_some(())
+    });
+    assert_eq!(lab.sandbox_pid(n1, "two"), before);
+    assert_eq!(
+        curl(&lab, n2, "far", None, &format!("http://{two_ip}:8080/hostname")).as_deref(),
+        Some("two")
+    );
+    assert_eq!(lab.get(&["pod", "two"], "{.status.phase}"), "Running");
+
+    // Deleting a pod stops it and removes its sandbox, veth and address.
+    let near_dir = lab.pod_dir(n1, "near");
+    lab.kubectl(&["delete", "pod", "near", "--wait=false"]).unwrap();
+    lab.wait("near torn down", 30, || (!near_dir.exists()).then_some(()));
+    assert!(curl(&lab, n1, "two", None, &format!("http://{near_ip}:8080/hostname")).is_none());
+}
