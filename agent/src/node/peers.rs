@@ -52,10 +52,12 @@ pub async fn run(
     );
     let mut stream = std::pin::pin!(stream);
     let mut applied: Option<Vec<NodeRoute>> = None;
+    let mut listed = false;
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             ev = stream.next() => match ev {
+                Some(Ok(watcher::Event::InitDone)) => listed = true,
                 Some(Ok(_)) => {}
                 Some(Err(e)) => tracing::warn!(error = %e, "watching Nodes failed; retrying"),
                 None => return,
@@ -63,8 +65,10 @@ pub async fn run(
             // Re-check now and then: a failed sync is retried, a route removed by hand comes back.
             _ = tokio::time::sleep(Duration::from_secs(10)) => applied = None,
         }
-        if store.wait_until_ready().await.is_err() {
-            return;
+        // The store is complete only after the initial list (never wait for it here: that would stop the
+        // stream that fills it).
+        if !listed {
+            continue;
         }
         let nodes: Vec<Node> = store.state().iter().map(|n| (**n).clone()).collect();
         let want = wanted(&me, Some(my_cidr), &nodes);

@@ -30,18 +30,22 @@ pub async fn run(ctx: Arc<NodeCtx>, mut stop: tokio::sync::watch::Receiver<bool>
     let mut stream = std::pin::pin!(stream);
     let mut workers: BTreeMap<String, Running> = BTreeMap::new();
     let mut adopted = false;
+    let mut listed = false;
     loop {
         tokio::select! {
             _ = stop.changed() => break,
             ev = stream.next() => match ev {
+                Some(Ok(watcher::Event::InitDone)) => listed = true,
                 Some(Ok(_)) => {}
                 Some(Err(e)) => tracing::warn!(error = %e, "watching this node's pods failed; retrying"),
                 None => break,
             },
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
-        if store.wait_until_ready().await.is_err() {
-            break;
+        // The store is complete only after the initial list (never wait for it here: that would stop the
+        // stream that fills it).
+        if !listed {
+            continue;
         }
         let pods: Vec<Arc<Pod>> = store.state();
         let by_uid: BTreeMap<String, Arc<Pod>> = pods
