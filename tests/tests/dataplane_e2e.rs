@@ -301,3 +301,50 @@ fn test_network_routes_pods_across_nodes_without_an_agent() {
     // Without an agent the ClusterIP goes nowhere.
     assert!(TC_CLIENT.http_get(&format!("http://{WEB_IP}/"), 1).is_err());
 }
+
+/// iperf3 through the ClusterIP on both paths: its control and data connections (one backend, so they meet) carry
+/// a bulk transfer, and with the socket hooks iperf3 sees the ClusterIP as its peer.
+#[test]
+fn iperf3_bulk_transfer_through_the_clusterip_on_both_paths() {
+    const IPERF_IP: &str = "10.96.0.30";
+    let mut lab = Lab::start();
+    let server_pod = BACKENDS[0];
+    tests::cluster::manifests::Service {
+        name: "iperf",
+        cluster_ip: IPERF_IP,
+        ports: vec![tests::cluster::manifests::Port {
+            name: "iperf",
+            protocol: "TCP",
+            port: 5201,
+            target_port: 5201,
+            node_port: None,
+        }],
+        external_local: false,
+    }
+    .write(&lab.manifests(), &[endpoint(server_pod)]);
+    let _server = tests::netns::Proc::spawn(
+        tests::netns::in_ns(server_pod.netns, &["iperf3", "-s", "-p", "5201"])
+            .stdout(std::process::Stdio::null()),
+        "iperf3 server",
+    );
+    for (mode, client) in [(Mode::Tc, TC_CLIENT), (Mode::Socket, SOCKET_CLIENT)] {
+        lab.start_agent(mode, client);
+        let out = wait_for(Duration::from_secs(10), || {
+            try_run(&mut client.command(&["iperf3", "-c", IPERF_IP, "-p", "5201", "-t", "2", "-J"])).ok()
+        })
+        .unwrap_or_else(|| panic!("iperf3 through {IPERF_IP} in {mode:?} mode never succeeded"));
+        let report: serde_json::Value = serde_json::from_str(&out).expect("iperf3 -J prints JSON");
+        let received = report["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
+        assert!(
+            received > 1_000_000,
+            "iperf3 in {mode:?} mode moved only {received} bytes: {out}"
+        );
+        if matches!(mode, Mode::Socket) {
+            assert_eq!(
+                report["start"]["connected"][0]["remote_host"], IPERF_IP,
+                "with the socket hooks the application must see the ClusterIP as its peer"
+            );
+        }
+        lab.stop_agents();
+    }
+}

@@ -155,6 +155,11 @@ impl Lab {
         self.agent()
     }
 
+    /// Stops every agent and removes what it pinned, so the next `start_agent` starts from scratch.
+    pub fn stop_agents(&mut self) {
+        self.agents.clear();
+    }
+
     /// node1's agent.
     pub fn agent(&mut self) -> &mut Agent {
         self.agents.first_mut().expect("no agent started")
