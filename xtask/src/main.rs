@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod cmd;
+mod lab;
 mod progress;
 mod setup;
 mod test;
@@ -21,6 +22,8 @@ enum Command {
     Setup,
     /// Run setup, then every test suite.
     Test(test::TestArgs),
+    /// A multi-node cluster on this machine: `lab` alone = `lab up` + `lab demo`.
+    Lab(lab::LabArgs),
     /// Benchmark Skiff against kube-proxy's iptables and nftables rule sets.
     Bench(bench::BenchArgs),
 }
@@ -35,6 +38,7 @@ fn main() -> Result<()> {
             }
             Ok(())
         }
+        Command::Lab(args) => lab::run(args),
         Command::Bench(args) => bench::run(args),
     }
 }
