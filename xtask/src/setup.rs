@@ -29,6 +29,10 @@ pub const APT_PACKAGES: &[&str] = &[
     "wrk",
     "conntrack",
     "python3",
+    "python3-venv",
+    "npm",
+    "protobuf-compiler",
+    "etcd-server",
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";

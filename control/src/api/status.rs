@@ -149,6 +149,15 @@ impl ApiError {
                 e
             }
             store::Error::Backend(msg) => Self::internal(msg),
+            store::Error::Unavailable(msg) => {
+                let mut e = Self::new(
+                    503,
+                    "ServiceUnavailable",
+                    format!("storage is unavailable: {msg}"),
+                );
+                e.details = Some(json!({"retryAfterSeconds": 1}));
+                e
+            }
         }
     }
 

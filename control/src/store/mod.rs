@@ -6,6 +6,7 @@
 pub mod codec;
 pub mod conformance;
 pub mod embedded;
+pub mod etcd;
 
 use async_trait::async_trait;
 use tokio::sync::mpsc;
@@ -38,6 +39,9 @@ pub enum Error {
     FutureRevision { requested: Revision, current: Revision },
     #[error("storage backend: {0}")]
     Backend(String),
+    /// The backend cannot be reached right now (clients may retry).
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// One stored key with its value and revisions.
