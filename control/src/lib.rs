@@ -5,5 +5,6 @@ pub mod auth;
 pub mod bootstrap;
 pub mod controllers;
 pub mod registry;
+pub mod scheduler;
 pub mod server;
 pub mod store;

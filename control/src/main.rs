@@ -51,6 +51,9 @@ struct Args {
     /// Revisions of watch history to keep before compacting.
     #[arg(long, default_value_t = 50_000)]
     history_limit: u64,
+    /// Turn off a built-in controller (repeatable): endpointslice, scheduler.
+    #[arg(long = "disable-controller", value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(control::controllers::NAMES))]
+    disable_controllers: Vec<String>,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -131,7 +134,15 @@ async fn main() -> anyhow::Result<()> {
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
         tracing::info!(path = %path.display(), "wrote kubeconfig");
     }
+    let mut controller_options = control::controllers::ControllerOptions::default();
+    for name in &args.disable_controllers {
+        controller_options.disable(name)?;
+    }
+    let controllers = control::controllers::start_for(&running, controller_options)
+        .await
+        .context("starting the controllers")?;
     tokio::select! {
+        () = controllers.wait() => bail!("the controllers stopped"),
         result = running.wait() => result.context("serving the API")?,
         _ = tokio::signal::ctrl_c() => tracing::info!("interrupted; shutting down"),
     }

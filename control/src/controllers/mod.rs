@@ -1,3 +1,119 @@
-//! Background reconcilers that act on stored objects.
+//! Background reconcilers that act on stored objects, and the startup of the controller manager.
+//!
+//! The namespace finalizer works on the store directly (it is part of the API's delete semantics).
+//! Every other controller and the scheduler talk to the server through its own HTTP API with kube-rs,
+//! exactly like an external kube-controller-manager: writes go through the same admission
+//! (defaulting, validation, allocation), resourceVersion conflicts and watch semantics as any
+//! client's, the caches are kube-runtime reflectors, and the components could move out of process
+//! unchanged. The cost (a loopback hop per write) is small next to the value of one write path.
 
+pub mod cache;
+pub mod endpointslice;
+pub mod events;
 pub mod namespace;
+
+use std::sync::Arc;
+
+use kube::Client;
+use tokio::task::JoinSet;
+
+/// Which controllers run.
+#[derive(Debug, Clone, Copy)]
+pub struct ControllerOptions {
+    pub endpointslice: bool,
+    pub scheduler: bool,
+}
+
+impl Default for ControllerOptions {
+    fn default() -> Self {
+        Self {
+            endpointslice: true,
+            scheduler: true,
+        }
+    }
+}
+
+/// Names accepted by [`ControllerOptions::disable`].
+pub const NAMES: &[&str] = &["endpointslice", "scheduler"];
+
+impl ControllerOptions {
+    /// Turns one controller off by name.
+    pub fn disable(&mut self, name: &str) -> Result<(), StartError> {
+        match name {
+            "endpointslice" => self.endpointslice = false,
+            "scheduler" => self.scheduler = false,
+            other => return Err(StartError::UnknownController(other.to_owned())),
+        }
+        Ok(())
+    }
+}
+
+/// Why the controllers could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("building the API client: {0}")]
+    Client(String),
+    #[error("unknown controller {0:?}; known: endpointslice, scheduler")]
+    UnknownController(String),
+}
+
+/// The running controllers; dropping the handle stops them.
+pub struct Controllers {
+    tasks: JoinSet<()>,
+}
+
+impl Controllers {
+    /// Waits until every controller stopped (they only stop on a fatal error).
+    pub async fn wait(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// A kube-rs client for the server at `url`, authenticated with the admin kubeconfig when serving TLS.
+pub async fn client(url: &str, kubeconfig: Option<&str>) -> Result<Client, StartError> {
+    let err = |e: &dyn std::fmt::Display| StartError::Client(e.to_string());
+    // The workspace enables two rustls backends; pick the one the server uses (a second install is a no-op).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let config = match kubeconfig {
+        Some(text) => {
+            let kc = kube::config::Kubeconfig::from_yaml(text).map_err(|e| err(&e))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| err(&e))?
+        }
+        None => kube::Config::new(url.parse().map_err(|e| err(&e))?),
+    };
+    Client::try_from(config).map_err(|e| err(&e))
+}
+
+/// Starts the enabled controllers against a server started in this process.
+pub async fn start_for(
+    server: &crate::server::Running,
+    options: ControllerOptions,
+) -> Result<Controllers, StartError> {
+    let host = if server.addr.ip().is_unspecified() {
+        std::net::IpAddr::from([127, 0, 0, 1])
+    } else {
+        server.addr.ip()
+    };
+    let scheme = if server.pki.is_some() { "https" } else { "http" };
+    let url = format!(
+        "{scheme}://{}",
+        std::net::SocketAddr::new(host, server.addr.port())
+    );
+    let kubeconfig = server.pki.as_ref().map(|pki| pki.kubeconfig(&url));
+    Ok(spawn(client(&url, kubeconfig.as_deref()).await?, options))
+}
+
+/// Starts the enabled controllers against `client`.
+pub fn spawn(client: Client, options: ControllerOptions) -> Controllers {
+    let mut tasks = JoinSet::new();
+    let caches = Arc::new(cache::Caches::start(&client, &mut tasks));
+    if options.endpointslice {
+        tasks.spawn(endpointslice::run(client.clone(), Arc::clone(&caches)));
+    }
+    if options.scheduler {
+        tasks.spawn(crate::scheduler::run(client.clone(), Arc::clone(&caches)));
+    }
+    Controllers { tasks }
+}

@@ -1,0 +1,86 @@
+//! Shared reflector caches (one writer per kind, many readers) and a change signal for reconcile loops.
+
+use std::fmt::Debug;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+/// Cached views of the kinds the controllers read.
+pub struct Caches {
+    pub pods: Store<Pod>,
+    pub nodes: Store<Node>,
+    pub services: Store<Service>,
+    pub slices: Store<EndpointSlice>,
+    pub endpoints: Store<Endpoints>,
+    changes: watch::Sender<u64>,
+}
+
+fn reflect<K>(api: Api<K>, changes: watch::Sender<u64>, tasks: &mut JoinSet<()>) -> Store<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
+    tasks.spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(event) = stream.next().await {
+            match event {
+                Ok(watcher::Event::Init | watcher::Event::InitApply(_)) => {}
+                Ok(_) => {
+                    changes.send_modify(|n| *n = n.wrapping_add(1));
+                }
+                Err(e) => tracing::debug!(error = %e, kind = %K::kind(&Default::default()), "watch failed; retrying"),
+            }
+        }
+    });
+    reader
+}
+
+impl Caches {
+    /// Starts one watch per kind; the caches fill in the background.
+    pub fn start(client: &Client, tasks: &mut JoinSet<()>) -> Self {
+        let (changes, _) = watch::channel(0);
+        Self {
+            pods: reflect(Api::all(client.clone()), changes.clone(), tasks),
+            nodes: reflect(Api::all(client.clone()), changes.clone(), tasks),
+            services: reflect(Api::all(client.clone()), changes.clone(), tasks),
+            slices: reflect(Api::all(client.clone()), changes.clone(), tasks),
+            endpoints: reflect(Api::all(client.clone()), changes.clone(), tasks),
+            changes,
+        }
+    }
+
+    /// A receiver that sees every later change of any cached kind.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// Waits until every cache holds its initial list.
+    pub async fn ready(&self) {
+        // Errors only when the writer is gone, which means the server is stopping.
+        let _ = self.pods.wait_until_ready().await;
+        let _ = self.nodes.wait_until_ready().await;
+        let _ = self.services.wait_until_ready().await;
+        let _ = self.slices.wait_until_ready().await;
+        let _ = self.endpoints.wait_until_ready().await;
+    }
+}
+
+/// Waits for the next change, then lets a burst of changes settle for `debounce`; false when the caches stopped.
+pub async fn next_change(rx: &mut watch::Receiver<u64>, debounce: Duration) -> bool {
+    if rx.changed().await.is_err() {
+        return false;
+    }
+    tokio::time::sleep(debounce).await;
+    rx.borrow_and_update();
+    true
+}
