@@ -41,6 +41,9 @@ pub struct LabOpts {
     /// Which eBPF hooks serve ClusterIP traffic on the nodes.
     #[arg(long, global = true, value_enum, default_value_t = Dataplane::Both)]
     dataplane: Dataplane,
+    /// Skip `cargo xtask setup` (the machine is provisioned already).
+    #[arg(long, global = true)]
+    no_setup: bool,
     /// Use prebuilt skiff-agent and skiff-control from this directory instead of a release build.
     #[arg(long, global = true, hide = true)]
     binaries: Option<PathBuf>,
@@ -139,7 +142,7 @@ pub fn run(args: LabArgs) -> Result<()> {
     let o = &args.opts;
     match args.command {
         None => {
-            if o.binaries.is_none() {
+            if o.binaries.is_none() && !o.no_setup {
                 crate::setup::run()?;
             }
             let lab = o.lab()?;
@@ -147,7 +150,7 @@ pub fn run(args: LabArgs) -> Result<()> {
             demo::run(&lab)
         }
         Some(LabCommand::Up) => {
-            if o.binaries.is_none() {
+            if o.binaries.is_none() && !o.no_setup {
                 crate::setup::run()?;
             }
             up::up(&o.lab()?, &o.binaries())

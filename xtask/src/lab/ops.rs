@@ -123,7 +123,7 @@ pub fn stop_node(lab: &Lab, node: &str) -> Result<()> {
     let n = find(lab, node)?;
     if lab.agent(&n).stop(AGENT_GRACE) {
         println!(
-            "stopped the agent of {} (the node turns NotReady when its Lease expires)",
+            "stopped the agent of {} (its pods keep running; the node turns NotReady once its Lease expires)",
             n.name
         );
     } else {
