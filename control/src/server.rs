@@ -23,6 +23,7 @@ use crate::bootstrap;
 use crate::registry::{Registry, RegistryConfig};
 use crate::store::Store;
 use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
+use crate::store::etcd::{EtcdOptions, EtcdStore};
 
 /// A TLS handshake that has not finished by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,6 +38,11 @@ pub enum StartError {
     },
     #[error("creating the system objects: {0}")]
     Bootstrap(crate::store::Error),
+    #[error("connecting to etcd at {endpoints}: {source}")]
+    Etcd {
+        endpoints: String,
+        source: crate::store::Error,
+    },
     #[error("listening on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -66,6 +72,8 @@ pub struct ServerConfig {
     pub registry: RegistryConfig,
     pub api: ApiOptions,
     pub store: EmbeddedOptions,
+    /// Use etcd instead of the embedded store (`store` is then ignored).
+    pub etcd: Option<EtcdOptions>,
     pub security: Security,
     /// Address published in the `kubernetes` Service's endpoints [default: the listen address, or
     /// 127.0.0.1 when listening on all addresses].
@@ -81,6 +89,7 @@ impl ServerConfig {
             registry: RegistryConfig::default(),
             api: ApiOptions::default(),
             store: EmbeddedOptions::default(),
+            etcd: None,
             security: Security::InsecureLoopback,
             advertise_address: None,
         }
@@ -206,13 +215,26 @@ async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, app: Route
 
 /// Opens the store, prepares certificates, creates the system objects and starts serving.
 pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
-    let store = EmbeddedStore::open(&config.data_dir.join("store"), config.store).map_err(|source| {
-        StartError::Store {
-            dir: config.data_dir.clone(),
-            source,
+    let store: Arc<dyn Store> = match &config.etcd {
+        Some(etcd) => {
+            Arc::new(
+                EtcdStore::connect(etcd.clone())
+                    .await
+                    .map_err(|source| StartError::Etcd {
+                        endpoints: etcd.endpoints.join(","),
+                        source,
+                    })?,
+            )
         }
-    })?;
-    let store: Arc<dyn Store> = Arc::new(store);
+        None => Arc::new(
+            EmbeddedStore::open(&config.data_dir.join("store"), config.store).map_err(|source| {
+                StartError::Store {
+                    dir: config.data_dir.clone(),
+                    source,
+                }
+            })?,
+        ),
+    };
     let registry = Registry::new(config.registry);
     bootstrap::restore_allocations(&*store, &registry)
         .await
