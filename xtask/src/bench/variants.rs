@@ -319,11 +319,17 @@ impl Installed {
             cgroup: &cgroup,
             mode,
             metrics_port: self.variant.metrics_port(),
-            // Frames XDP sends on (TX back out of the uplink, or redirected to the backends' veth).
-            xdp_pass: vec![
-                (self.tb.backend.as_str(), ifname::PEER),
-                (self.tb.external.as_str(), ifname::PEER),
-            ],
+            // Frames XDP sends on (TX back out of the uplink, or redirected to the backends' veth) need an XDP
+            // program on the receiving peer. Only the NodePort testbed gets them: XDP on a veth turns off GSO on
+            // its peer and moves the veth to its NAPI path, which would skew the ClusterIP variants' figures.
+            xdp_pass: if self.variant == Variant::SkiffXdp {
+                vec![
+                    (self.tb.backend.as_str(), ifname::PEER),
+                    (self.tb.external.as_str(), ifname::PEER),
+                ]
+            } else {
+                Vec::new()
+            },
         };
         self.agent = Some(Agent::start(&spec)?);
         Ok(())
