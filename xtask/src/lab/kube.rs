@@ -100,12 +100,18 @@ impl Kubectl {
         self.run(&args).unwrap_or_default()
     }
 
-    pub fn node_ready(&self, node: &str) -> bool {
-        self.get(
-            &["node", node],
-            "{.status.conditions[?(@.type==\"Ready\")].status}",
-        ) == "True"
+    /// Whether the node is Ready with a heartbeat at or after `since` (RFC 3339 UTC, compared as text).
+    pub fn node_ready_since(&self, node: &str, since: &str) -> bool {
+        let jp = "{.status.conditions[?(@.type==\"Ready\")].status} {.status.conditions[?(@.type==\"Ready\")].lastHeartbeatTime}";
+        let got = self.get(&["node", node], jp);
+        ready_since(&got, since)
     }
+}
+
+/// `"True <heartbeat>"` with the heartbeat at or after `since`.
+pub fn ready_since(status_and_heartbeat: &str, since: &str) -> bool {
+    let mut parts = status_and_heartbeat.split_whitespace();
+    parts.next() == Some("True") && parts.next().is_some_and(|t| t.len() == since.len() && t >= since)
 }
 
 /// Polls `f` every 500 ms until it returns `Some` or `limit` passes.
@@ -119,5 +125,21 @@ pub fn wait_for<T>(limit: Duration, mut f: impl FnMut() -> Option<T>) -> Option<
             return None;
         }
         thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_needs_a_fresh_heartbeat() {
+        let since = "2026-12-01T22:50:50Z";
+        assert!(ready_since("True 2026-12-01T22:50:50Z", since));
+        assert!(ready_since("True 2026-12-01T22:51:03Z", since));
+        assert!(!ready_since("True 2026-12-01T22:49:59Z", since));
+        assert!(!ready_since("False 2026-12-01T22:51:03Z", since));
+        assert!(!ready_since("True", since));
+        assert!(!ready_since("", since));
     }
 }

@@ -44,8 +44,15 @@ pub fn up(lab: &Lab, binaries: &Binaries) -> Result<()> {
             lab.dir.display()
         );
     }
-    lab.save()?;
     let nodes = lab.plan.all_nodes();
+    // Ports first, so a busy port stops `up` before it changes anything.
+    if lab.control().pid().is_none() {
+        port_free(lab.plan.api_port)?;
+    }
+    for n in nodes.iter().filter(|n| lab.agent(n).pid().is_none()) {
+        port_free(n.kubelet_port)?;
+    }
+    lab.save()?;
     let mut p = Progress::new(6 + nodes.len());
     p.run("binaries", |step| install_binaries(lab, binaries, step))?;
     p.run("kubectl", |_| {
@@ -260,11 +267,12 @@ pub fn start_agent(lab: &Lab, n: &NodePlan) -> Result<Outcome> {
 /// Waits until every node in `nodes` is Ready.
 pub fn wait_ready(lab: &Lab, nodes: &[NodePlan]) -> Result<Outcome> {
     let k = lab.kubectl();
-    let ready = wait_for(Duration::from_secs(90), || {
-        nodes.iter().all(|n| k.node_ready(&n.name)).then_some(())
-    });
+    // A Ready condition stored before the agents (re)started says nothing: require a heartbeat from now on.
+    let since = utc_now()?;
+    let fresh = |n: &NodePlan| k.node_ready_since(&n.name, &since);
+    let ready = wait_for(Duration::from_secs(90), || nodes.iter().all(fresh).then_some(()));
     if ready.is_none() {
-        let missing: Vec<_> = nodes.iter().filter(|n| !k.node_ready(&n.name)).collect();
+        let missing: Vec<_> = nodes.iter().filter(|n| !fresh(n)).collect();
         let mut msg = String::from("nodes not Ready after 90 s:");
         for n in missing {
             let d = lab.agent(n);
@@ -277,5 +285,15 @@ pub fn wait_ready(lab: &Lab, nodes: &[NodePlan]) -> Result<Outcome> {
         }
         bail!(msg);
     }
-    Ok(Outcome::Ready(format!("{} nodes", nodes.len())))
+    let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    Ok(Outcome::Ready(names.join(", ")))
+}
+
+/// The current time as Kubernetes writes it (RFC 3339, UTC, seconds), which orders as text.
+fn utc_now() -> Result<String> {
+    Ok(
+        cmd::output(Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"]))?
+            .trim()
+            .to_string(),
+    )
 }
