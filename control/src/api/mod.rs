@@ -5,6 +5,7 @@ pub mod objects;
 pub mod openapi;
 pub mod path;
 pub mod pods;
+pub mod protobuf;
 pub mod query;
 pub mod read;
 pub mod router;

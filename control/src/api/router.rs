@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::path::{self, ResourcePath, Route};
 use super::query::{Query, wants_table};
 use super::status::ApiError;
-use super::{discovery, objects, pods, read, scale, watch, write};
+use super::{discovery, objects, pods, protobuf, read, scale, watch, write};
 use crate::auth::{Attributes, Authenticator, Authorizer, PeerUser};
 use crate::registry::Registry;
 use crate::registry::kinds::{self, Kind};
@@ -174,6 +174,22 @@ fn check_access(state: &ApiState, parts: &axum::http::request::Parts) -> Result<
     })
 }
 
+/// A create or update body as JSON: JSON as is, Kubernetes protobuf converted (kubectl's generators send it).
+fn json_body(ctx: &Ctx, body: Bytes) -> Result<Bytes, ApiError> {
+    let media = ctx.content_type.split(';').next().unwrap_or("").trim();
+    if media != protobuf::MEDIA_TYPE {
+        require_json(ctx)?;
+        return Ok(body);
+    }
+    let value = protobuf::to_json(&body).map_err(|e| match e {
+        protobuf::Error::UnsupportedKind(_) => ApiError::unsupported_media_type(&format!("{media} ({e})")),
+        other => ApiError::bad_request(format!("error decoding the protobuf body: {other}")),
+    })?;
+    serde_json::to_vec(&value)
+        .map(Bytes::from)
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
 async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, limit)
         .await
@@ -239,13 +255,11 @@ async fn route(
             scale::set(state, &ctx, &current).await
         }
         (Method::POST, false, None) => {
-            require_json(&ctx)?;
-            let body = read_body(body, state.options.max_body).await?;
+            let body = json_body(&ctx, read_body(body, state.options.max_body).await?)?;
             write::create(state, &ctx, &body).await
         }
         (Method::PUT, true, None | Some("status")) => {
-            require_json(&ctx)?;
-            let body = read_body(body, state.options.max_body).await?;
+            let body = json_body(&ctx, read_body(body, state.options.max_body).await?)?;
             write::update(state, &ctx, &body).await
         }
         (Method::PATCH, true, None | Some("status")) => {
