@@ -1,4 +1,4 @@
-//! kubectl's generator subcommands send protobuf bodies: `kubectl create namespace|configmap|secret` work.
+//! kubectl's generator subcommands send protobuf bodies: `kubectl create namespace|configmap|secret|deployment` work.
 
 mod common;
 
@@ -6,8 +6,8 @@ use std::process::Command;
 
 fn kubectl(home: &std::path::Path, args: &[&str]) -> std::process::Output {
     Command::new(common::kubectl::kubectl())
-        .args(args)
         .args(["--request-timeout=10s"])
+        .args(args)
         .env("KUBECONFIG", home.join("config"))
         .env("HOME", home)
         .output()
@@ -77,6 +77,40 @@ async fn generator_subcommands_create_objects_from_protobuf() {
         (secret["data"]["k"].as_str(), secret["type"].as_str()),
         (Some("dg=="), Some("Opaque"))
     );
+
+    let out = ok(
+        home,
+        &[
+            "create",
+            "deployment",
+            "d",
+            "--image=agnhost",
+            "--replicas=3",
+            "--port=8080",
+            "--",
+            "netexec",
+        ],
+    )
+    .await;
+    assert_eq!(out.trim(), "deployment.apps/d created");
+    let (_, d) = common::call(
+        &srv,
+        "GET",
+        "/apis/apps/v1/namespaces/default/deployments/d",
+        None,
+    )
+    .await;
+    assert_eq!(d["spec"]["replicas"], 3, "{d}");
+    assert_eq!(d["spec"]["selector"]["matchLabels"]["app"], "d", "{d}");
+    assert_eq!(d["spec"]["template"]["metadata"]["labels"]["app"], "d", "{d}");
+    let c = &d["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        (c["name"].as_str(), c["image"].as_str()),
+        (Some("agnhost"), Some("agnhost")),
+        "{d}"
+    );
+    assert_eq!(c["command"], serde_json::json!(["netexec"]), "{d}");
+    assert_eq!(c["ports"][0]["containerPort"], 8080, "{d}");
 
     // Same name again: the protobuf path reports AlreadyExists like the JSON one.
     let again = kubectl(home, &["create", "namespace", "x"]);

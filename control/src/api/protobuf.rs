@@ -1,7 +1,7 @@
 //! Kubernetes protobuf request bodies (`application/vnd.kubernetes.protobuf`) decoded into JSON objects.
 //!
 //! A body is the magic `k8s\0` followed by a `runtime.Unknown` envelope {typeMeta{apiVersion, kind}, raw}; `raw`
-//! is the object's own message. kubectl's generator subcommands (`create namespace|configmap|secret`) send
+//! is the object's own message. kubectl's generator subcommands (`create namespace|configmap|secret|deployment`) send
 //! these; the kinds they produce are decoded here field by field (field numbers from Kubernetes'
 //! `generated.proto`), other kinds are refused so the caller can answer 415.
 
@@ -201,6 +201,96 @@ fn secret(raw: &[u8], obj: &mut Map<String, Value>) -> Result<()> {
     Ok(())
 }
 
+/// LabelSelector {matchLabels = 1} (matchExpressions are not produced by kubectl's generators).
+fn label_selector(bytes: &[u8]) -> Result<Value> {
+    let mut labels = BTreeMap::new();
+    for (n, f) in fields(bytes)? {
+        if let (1, Field::Bytes(b)) = (n, f) {
+            string_map(&mut labels, b)?;
+        }
+    }
+    Ok(json!({"matchLabels": labels}))
+}
+
+/// Container {name = 1, image = 2, command = 3, args = 4, ports = 6 {containerPort = 3, protocol = 4}}.
+fn container(bytes: &[u8]) -> Result<Value> {
+    let mut c = Map::new();
+    let (mut command, mut args, mut ports) = (Vec::new(), Vec::new(), Vec::new());
+    for (n, f) in fields(bytes)? {
+        let Field::Bytes(b) = f else { continue };
+        match n {
+            1 => drop(c.insert("name".into(), text(b)?.into())),
+            2 => drop(c.insert("image".into(), text(b)?.into())),
+            3 => command.push(Value::String(text(b)?)),
+            4 => args.push(Value::String(text(b)?)),
+            6 => {
+                let mut port = Map::new();
+                for (n, f) in fields(b)? {
+                    match (n, f) {
+                        (3, Field::Varint(v)) => drop(port.insert("containerPort".into(), v.into())),
+                        (4, Field::Bytes(p)) if !p.is_empty() => {
+                            drop(port.insert("protocol".into(), text(p)?.into()))
+                        }
+                        _ => {}
+                    }
+                }
+                ports.push(Value::Object(port));
+            }
+            _ => {}
+        }
+    }
+    for (name, list) in [("command", command), ("args", args), ("ports", ports)] {
+        if !list.is_empty() {
+            c.insert(name.into(), list.into());
+        }
+    }
+    Ok(Value::Object(c))
+}
+
+/// Deployment {metadata = 1, spec = 2 {replicas = 1, selector = 2, template = 3 {metadata = 1, spec = 2
+/// {containers = 2}}}}: what `kubectl create deployment` sends.
+fn deployment(raw: &[u8], obj: &mut Map<String, Value>) -> Result<()> {
+    for (n, f) in fields(raw)? {
+        match (n, f) {
+            (1, Field::Bytes(b)) => drop(obj.insert("metadata".into(), object_meta(b)?)),
+            (2, Field::Bytes(b)) => {
+                let mut spec = Map::new();
+                for (n, f) in fields(b)? {
+                    match (n, f) {
+                        (1, Field::Varint(v)) => drop(spec.insert("replicas".into(), v.into())),
+                        (2, Field::Bytes(sel)) => drop(spec.insert("selector".into(), label_selector(sel)?)),
+                        (3, Field::Bytes(template)) => {
+                            let mut t = Map::new();
+                            for (n, f) in fields(template)? {
+                                match (n, f) {
+                                    (1, Field::Bytes(m)) => {
+                                        drop(t.insert("metadata".into(), object_meta(m)?))
+                                    }
+                                    (2, Field::Bytes(pod)) => {
+                                        let mut containers = Vec::new();
+                                        for (n, f) in fields(pod)? {
+                                            if let (2, Field::Bytes(c)) = (n, f) {
+                                                containers.push(container(c)?);
+                                            }
+                                        }
+                                        t.insert("spec".into(), json!({"containers": containers}));
+                                    }
+                                    _ => {}
+                                }
+                            }
+                            spec.insert("template".into(), Value::Object(t));
+                        }
+                        _ => {}
+                    }
+                }
+                obj.insert("spec".into(), Value::Object(spec));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Decodes a protobuf request body (magic + `runtime.Unknown`) into the equivalent JSON object.
 pub fn to_json(body: &[u8]) -> Result<Value> {
     let envelope = body.strip_prefix(MAGIC).ok_or(Error::NoMagic)?;
@@ -227,6 +317,7 @@ pub fn to_json(body: &[u8]) -> Result<Value> {
         ("v1", "Namespace") => namespace(raw, &mut obj)?,
         ("v1", "ConfigMap") => config_map(raw, &mut obj)?,
         ("v1", "Secret") => secret(raw, &mut obj)?,
+        ("apps/v1", "Deployment") => deployment(raw, &mut obj)?,
         _ => return Err(Error::UnsupportedKind(format!("{api_version}/{kind}"))),
     }
     Ok(Value::Object(obj))
@@ -309,8 +400,8 @@ mod tests {
         assert!(matches!(to_json(b"k8s\0\x0a\x7f"), Err(Error::Malformed(_))));
         assert!(matches!(to_json(b"k8s\0\x08\xff\xff"), Err(Error::Malformed(_))));
         assert_eq!(
-            to_json(&envelope("apps/v1", "Deployment", b"")),
-            Err(Error::UnsupportedKind("apps/v1/Deployment".into()))
+            to_json(&envelope("apps/v1", "DaemonSet", b"")),
+            Err(Error::UnsupportedKind("apps/v1/DaemonSet".into()))
         );
     }
 }
