@@ -27,6 +27,8 @@ use crate::store::etcd::{EtcdOptions, EtcdStore};
 
 /// A TLS handshake that has not finished by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the etcd backend compacts history (kube-apiserver's default).
+const ETCD_COMPACTION_INTERVAL: Duration = Duration::from_secs(300);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -215,16 +217,17 @@ async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, app: Route
 
 /// Opens the store, prepares certificates, creates the system objects and starts serving.
 pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
+    let mut etcd_store = None;
     let store: Arc<dyn Store> = match &config.etcd {
         Some(etcd) => {
-            Arc::new(
-                EtcdStore::connect(etcd.clone())
-                    .await
-                    .map_err(|source| StartError::Etcd {
-                        endpoints: etcd.endpoints.join(","),
-                        source,
-                    })?,
-            )
+            let connected = EtcdStore::connect(etcd.clone())
+                .await
+                .map_err(|source| StartError::Etcd {
+                    endpoints: etcd.endpoints.join(","),
+                    source,
+                })?;
+            etcd_store = Some(connected.clone());
+            Arc::new(connected)
         }
         None => Arc::new(
             EmbeddedStore::open(&config.data_dir.join("store"), config.store).map_err(|source| {
@@ -283,6 +286,13 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         Security::InsecureLoopback => (None, None, Authenticator::new(true), Box::new(AllowAll)),
     };
     let background = Arc::new(std::sync::Mutex::new(JoinSet::new()));
+    if let Some(etcd) = etcd_store {
+        let keep = config.store.history_limit;
+        background
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .spawn(etcd.run_compactor(ETCD_COMPACTION_INTERVAL, keep));
+    }
     let state = Arc::new(ApiState {
         store: Arc::clone(&store),
         registry,

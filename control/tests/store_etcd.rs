@@ -57,3 +57,31 @@ async fn resource_versions_are_etcd_mod_revisions_and_survive_etcd_restart() {
     };
     assert_eq!(first.revision, created.mod_revision);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compactor_bounds_history() {
+    let etcd = Etcd::start().await;
+    let store = EtcdStore::connect(etcd.options("/skiff-ctl")).await.unwrap();
+    let first = store.create("/lease/a", b"0".to_vec()).await.unwrap();
+    for i in 1..30u8 {
+        store.update("/lease/a", vec![i], None).await.unwrap();
+    }
+    let compactor = tokio::spawn(store.clone().run_compactor(Duration::from_millis(50), 10));
+    let current = store.current_revision().await.unwrap();
+    let mut compacted = 0;
+    for _ in 0..100 {
+        compacted = store.compacted_revision().await.unwrap();
+        if compacted > first.mod_revision {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    compactor.abort();
+    assert!(
+        compacted > first.mod_revision && compacted + 10 >= current,
+        "compacted {compacted}, current {current}"
+    );
+    let old = store.watch("/lease/", first.mod_revision).await;
+    assert!(matches!(old, Err(Error::Compacted { .. })), "{old:?}");
+    assert_eq!(store.get("/lease/a").await.unwrap().unwrap().value, vec![29]);
+}

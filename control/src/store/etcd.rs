@@ -130,6 +130,26 @@ impl EtcdStore {
         Ok(store)
     }
 
+    /// Compacts etcd every `interval`, keeping the last `keep` revisions of history (as kube-apiserver's
+    /// compactor does), so Lease churn cannot grow etcd without bound. Runs until dropped.
+    pub async fn run_compactor(self, interval: Duration, keep: u64) {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let Ok(current) = self.current_revision().await else {
+                continue;
+            };
+            let target = current.saturating_sub(keep.max(1));
+            if target > 0
+                && let Err(e) = self.compact(target).await
+            {
+                tracing::warn!(error = %e, target, "etcd compaction failed; retrying later");
+            }
+        }
+    }
+
     fn full(&self, key: &str) -> String {
         format!("{}{key}", self.root)
     }
