@@ -1,5 +1,6 @@
 //! `cargo xtask lab` end to end (root): a 3-node lab, Services over pods on every node reached through the
-//! ClusterIP from a client pod and through the NodePort from the client namespace, stop-node / start-node,
+//! ClusterIP from a client pod and through the NodePort from the client namespace, pods placed by the scheduler,
+//! stop-node / start-node,
 //! add-node, `lab down` leaving no namespace, route, pin, cgroup or process, and `lab up` restoring the cluster.
 //! Names use the `skl-` prefix and their own ranges and ports, so a developer's lab is never touched.
 use std::{
@@ -356,6 +357,24 @@ fn lab_up_serves_services_survives_node_changes_and_goes_down_cleanly() {
         "{svc}"
     );
 
+    // The scheduler places pods without a node on lab nodes.
+    for i in 1..=3 {
+        apply(
+            &pod(&format!("skl-sel{i}"), "", "netexec, --http-port=8080")
+                .replace("  nodeName: \n", "")
+                .replace("app: skl-web", "app: skl-sel"),
+        );
+    }
+    for i in 1..=3 {
+        wait_pod_ip(&format!("skl-sel{i}"));
+    }
+    let wide = kubectl(&["get", "pods", "-l", "app=skl-sel", "-o", "wide", "--no-headers"]).unwrap();
+    assert_eq!(
+        wide.lines().filter(|l| l.contains(" skl-node")).count(),
+        3,
+        "{wide}"
+    );
+
     // stop-node: the agent is gone and status says so; start-node: Ready again.
     lab(&["stop-node", "node3"]);
     assert!(
@@ -394,8 +413,10 @@ fn lab_up_serves_services_survives_node_changes_and_goes_down_cleanly() {
     );
     lab(&["up"]);
     assert_eq!(ready_nodes(), names(4));
-    for i in 1..=4 {
-        wait_pod_ip(&format!("skl-web{i}"));
+    for name in [
+        "skl-web1", "skl-web2", "skl-web3", "skl-web4", "skl-sel1", "skl-sel2", "skl-sel3",
+    ] {
+        wait_pod_ip(name);
     }
     lab(&["down", "--purge"]);
     assert_nothing_left();
