@@ -12,6 +12,7 @@ use serde_json::json;
 
 const NO_SCHEDULER: ControllerOptions = ControllerOptions {
     endpointslice: true,
+    replicaset: false,
     scheduler: false,
 };
 

@@ -14,6 +14,7 @@ use serde_json::json;
 
 const SCHEDULER_ONLY: ControllerOptions = ControllerOptions {
     endpointslice: false,
+    replicaset: false,
     scheduler: true,
 };
 

@@ -4,6 +4,7 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, Store};
@@ -20,7 +21,9 @@ pub struct Caches {
     pub services: Store<Service>,
     pub slices: Store<EndpointSlice>,
     pub endpoints: Store<Endpoints>,
+    pub replicasets: Store<ReplicaSet>,
     changes: watch::Sender<u64>,
+    ready: watch::Receiver<bool>,
 }
 
 fn reflect<K>(api: Api<K>, changes: watch::Sender<u64>, tasks: &mut JoinSet<()>) -> Store<K>
@@ -49,13 +52,42 @@ impl Caches {
     /// Starts one watch per kind; the caches fill in the background.
     pub fn start(client: &Client, tasks: &mut JoinSet<()>) -> Self {
         let (changes, _) = watch::channel(0);
+        let pods = reflect(Api::all(client.clone()), changes.clone(), tasks);
+        let nodes = reflect(Api::all(client.clone()), changes.clone(), tasks);
+        let services = reflect(Api::all(client.clone()), changes.clone(), tasks);
+        let slices = reflect(Api::all(client.clone()), changes.clone(), tasks);
+        let endpoints = reflect(Api::all(client.clone()), changes.clone(), tasks);
+        let replicasets = reflect(Api::all(client.clone()), changes.clone(), tasks);
+        // A store's readiness is awaited once here; every loop then waits on this flag.
+        let (ready_tx, ready) = watch::channel(false);
+        let stores = (
+            pods.clone(),
+            nodes.clone(),
+            services.clone(),
+            slices.clone(),
+            endpoints.clone(),
+            replicasets.clone(),
+        );
+        tasks.spawn(async move {
+            let _ = stores.0.wait_until_ready().await;
+            let _ = stores.1.wait_until_ready().await;
+            let _ = stores.2.wait_until_ready().await;
+            let _ = stores.3.wait_until_ready().await;
+            let _ = stores.4.wait_until_ready().await;
+            let _ = stores.5.wait_until_ready().await;
+            let _ = ready_tx.send(true);
+            // Keep the sender so waiters never see a closed channel.
+            std::future::pending::<()>().await;
+        });
         Self {
-            pods: reflect(Api::all(client.clone()), changes.clone(), tasks),
-            nodes: reflect(Api::all(client.clone()), changes.clone(), tasks),
-            services: reflect(Api::all(client.clone()), changes.clone(), tasks),
-            slices: reflect(Api::all(client.clone()), changes.clone(), tasks),
-            endpoints: reflect(Api::all(client.clone()), changes.clone(), tasks),
+            pods,
+            nodes,
+            services,
+            slices,
+            endpoints,
+            replicasets,
             changes,
+            ready,
         }
     }
 
@@ -66,12 +98,9 @@ impl Caches {
 
     /// Waits until every cache holds its initial list.
     pub async fn ready(&self) {
-        // Errors only when the writer is gone, which means the server is stopping.
-        let _ = self.pods.wait_until_ready().await;
-        let _ = self.nodes.wait_until_ready().await;
-        let _ = self.services.wait_until_ready().await;
-        let _ = self.slices.wait_until_ready().await;
-        let _ = self.endpoints.wait_until_ready().await;
+        let mut ready = self.ready.clone();
+        // Errors only when the server is stopping.
+        let _ = ready.wait_for(|r| *r).await;
     }
 }
 

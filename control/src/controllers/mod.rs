@@ -11,6 +11,8 @@ pub mod cache;
 pub mod endpointslice;
 pub mod events;
 pub mod namespace;
+pub mod replicaset;
+pub mod selector;
 
 use std::sync::Arc;
 
@@ -21,6 +23,7 @@ use tokio::task::JoinSet;
 #[derive(Debug, Clone, Copy)]
 pub struct ControllerOptions {
     pub endpointslice: bool,
+    pub replicaset: bool,
     pub scheduler: bool,
 }
 
@@ -28,19 +31,21 @@ impl Default for ControllerOptions {
     fn default() -> Self {
         Self {
             endpointslice: true,
+            replicaset: true,
             scheduler: true,
         }
     }
 }
 
 /// Names accepted by [`ControllerOptions::disable`].
-pub const NAMES: &[&str] = &["endpointslice", "scheduler"];
+pub const NAMES: &[&str] = &["endpointslice", "replicaset", "scheduler"];
 
 impl ControllerOptions {
     /// Turns one controller off by name.
     pub fn disable(&mut self, name: &str) -> Result<(), StartError> {
         match name {
             "endpointslice" => self.endpointslice = false,
+            "replicaset" => self.replicaset = false,
             "scheduler" => self.scheduler = false,
             other => return Err(StartError::UnknownController(other.to_owned())),
         }
@@ -53,7 +58,7 @@ impl ControllerOptions {
 pub enum StartError {
     #[error("building the API client: {0}")]
     Client(String),
-    #[error("unknown controller {0:?}; known: endpointslice, scheduler")]
+    #[error("unknown controller {0:?}; known: endpointslice, replicaset, scheduler")]
     UnknownController(String),
 }
 
@@ -111,6 +116,9 @@ pub fn spawn(client: Client, options: ControllerOptions) -> Controllers {
     let caches = Arc::new(cache::Caches::start(&client, &mut tasks));
     if options.endpointslice {
         tasks.spawn(endpointslice::run(client.clone(), Arc::clone(&caches)));
+    }
+    if options.replicaset {
+        tasks.spawn(replicaset::run(client.clone(), Arc::clone(&caches)));
     }
     if options.scheduler {
         tasks.spawn(crate::scheduler::run(client.clone(), Arc::clone(&caches)));

@@ -1,0 +1,188 @@
+//! ReplicaSet controller: creates and deletes pods to match `replicas`, adopts and releases pods, writes status.
+
+pub mod plan;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+
+use super::cache::{self, Caches};
+use super::events;
+
+const DEBOUNCE: Duration = Duration::from_millis(10);
+const RETRY: Duration = Duration::from_secs(1);
+/// Writes the cache has not shown after this long are no longer waited for.
+const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Pods this controller created or deleted that the cache has not reflected yet (kube-controller-manager's
+/// "expectations"): until they show up, a ReplicaSet is not reconciled again, so it never overshoots.
+#[derive(Default)]
+struct Expectations {
+    creates: HashSet<String>,
+    deletes: HashSet<String>,
+    since: Option<Instant>,
+}
+
+impl Expectations {
+    fn satisfied(&mut self, pods: &[&Pod]) -> bool {
+        let present: HashSet<&str> = pods.iter().filter_map(|p| p.metadata.name.as_deref()).collect();
+        self.creates.retain(|n| !present.contains(n.as_str()));
+        let live: HashSet<&str> = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| p.metadata.name.as_deref())
+            .collect();
+        self.deletes.retain(|n| live.contains(n.as_str()));
+        let expired = self.since.is_some_and(|t| t.elapsed() > EXPECTATION_TIMEOUT);
+        (self.creates.is_empty() && self.deletes.is_empty()) || expired
+    }
+}
+
+/// Runs until the caches stop.
+pub async fn run(client: Client, caches: Arc<Caches>) {
+    let mut changes = caches.subscribe();
+    caches.ready().await;
+    let mut expectations: HashMap<String, Expectations> = HashMap::new();
+    loop {
+        let failures = reconcile_all(&client, &caches, &mut expectations).await;
+        let more = if failures > 0 || !expectations.is_empty() {
+            tokio::time::timeout(RETRY, cache::next_change(&mut changes, DEBOUNCE))
+                .await
+                .unwrap_or(true)
+        } else {
+            cache::next_change(&mut changes, DEBOUNCE).await
+        };
+        if !more {
+            return;
+        }
+    }
+}
+
+async fn reconcile_all(
+    client: &Client,
+    caches: &Caches,
+    expectations: &mut HashMap<String, Expectations>,
+) -> usize {
+    let pods = caches.pods.state();
+    let sets = caches.replicasets.state();
+    let uids: HashSet<String> = sets.iter().filter_map(|r| r.metadata.uid.clone()).collect();
+    expectations.retain(|uid, _| uids.contains(uid));
+    let mut failures = 0;
+    for rs in &sets {
+        let ns = rs.namespace().unwrap_or_default();
+        let in_ns: Vec<&Pod> = pods
+            .iter()
+            .map(|p| &**p)
+            .filter(|p| p.namespace().as_deref() == Some(&ns))
+            .collect();
+        let uid = rs.metadata.uid.clone().unwrap_or_default();
+        if let Some(e) = expectations.get_mut(&uid) {
+            if !e.satisfied(&in_ns) {
+                continue;
+            }
+            expectations.remove(&uid);
+        }
+        failures += reconcile(client, rs, &in_ns, expectations.entry(uid).or_default()).await;
+        expectations.retain(|_, e| !(e.creates.is_empty() && e.deletes.is_empty()));
+    }
+    failures
+}
+
+async fn reconcile(client: &Client, rs: &ReplicaSet, pods: &[&Pod], expect: &mut Expectations) -> usize {
+    let ns = rs.namespace().unwrap_or_default();
+    let name = rs.name_any();
+    let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+    let decision = plan::plan(rs, pods);
+    tracing::debug!(%ns, replicaset = %name, ?decision, "reconciling");
+    let mut failures = 0;
+    for pod in &decision.adopt {
+        let patch = json!({"metadata": {"ownerReferences": [plan::owner_ref(rs)]}});
+        if api
+            .patch(pod, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .is_err()
+        {
+            failures += 1;
+        }
+    }
+    for pod in &decision.release {
+        let patch = json!({"metadata": {"ownerReferences": null}});
+        if api
+            .patch(pod, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .is_err()
+        {
+            failures += 1;
+        }
+    }
+    expect.since = Some(Instant::now());
+    for _ in 0..decision.create {
+        match api.create(&PostParams::default(), &plan::new_pod(rs)).await {
+            Ok(pod) => {
+                let created = pod.name_any();
+                events::record(
+                    client,
+                    rs,
+                    "Normal",
+                    "SuccessfulCreate",
+                    "Create",
+                    &format!("Created pod: {created}"),
+                )
+                .await;
+                expect.creates.insert(created);
+            }
+            Err(e) => {
+                tracing::debug!(%ns, replicaset = %name, error = %e, "creating pod");
+                failures += 1;
+                break;
+            }
+        }
+    }
+    for pod in &decision.delete {
+        match api.delete(pod, &DeleteParams::default()).await {
+            Ok(_) => {
+                events::record(
+                    client,
+                    rs,
+                    "Normal",
+                    "SuccessfulDelete",
+                    "Delete",
+                    &format!("Deleted pod: {pod}"),
+                )
+                .await;
+                expect.deletes.insert(pod.clone());
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(_) => failures += 1,
+        }
+    }
+    // Status from what the cache shows now; the next pass after the writes land corrects it.
+    let uid = rs.metadata.uid.as_deref().unwrap_or_default();
+    let owned: Vec<&Pod> = pods
+        .iter()
+        .copied()
+        .filter(|p| {
+            plan::controller_of(p).is_some_and(|o| o.uid == uid) || decision.adopt.contains(&p.name_any())
+        })
+        .filter(|p| !decision.release.contains(&p.name_any()))
+        .collect();
+    let status = plan::status(rs, &owned);
+    if rs.status.as_ref() != Some(&status) && decision.create == 0 && decision.delete.is_empty() {
+        let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
+        let patch = json!({"status": status});
+        if sets
+            .patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .is_err()
+        {
+            failures += 1;
+        }
+    }
+    failures
+}
