@@ -10,6 +10,7 @@ use control::registry::RegistryConfig;
 use control::registry::alloc::{Ipv4Cidr, parse_port_range};
 use control::server::{self, Security, ServerConfig};
 use control::store::embedded::EmbeddedOptions;
+use control::store::etcd::EtcdOptions;
 
 /// Kubernetes-compatible API server for the Skiff mini-cluster.
 #[derive(Debug, Parser)]
@@ -30,6 +31,9 @@ struct Args {
     /// etcd endpoints for `--store etcd`, comma separated.
     #[arg(long, value_delimiter = ',')]
     etcd_endpoints: Vec<String>,
+    /// Key prefix of everything skiff-control stores in etcd.
+    #[arg(long, default_value = "/skiff")]
+    etcd_prefix: String,
     /// CIDR that Service ClusterIPs are allocated from.
     #[arg(long, default_value = "10.96.0.0/16")]
     service_cidr: Ipv4Cidr,
@@ -79,14 +83,17 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
-    match args.store.as_str() {
-        "embedded" => {}
-        "etcd" => bail!(
-            "--store etcd is not available in this build yet; use --store embedded (endpoints given: {:?})",
-            args.etcd_endpoints
-        ),
+    let etcd = match args.store.as_str() {
+        "embedded" => None,
+        "etcd" if args.etcd_endpoints.is_empty() => {
+            bail!("--store etcd needs --etcd-endpoints, e.g. --etcd-endpoints http://127.0.0.1:2379")
+        }
+        "etcd" => Some(EtcdOptions {
+            root: args.etcd_prefix.clone(),
+            ..EtcdOptions::new(args.etcd_endpoints.clone())
+        }),
         other => bail!("unknown --store {other:?}; use `embedded` or `etcd`"),
-    }
+    };
     if args.insecure_http && !args.listen.ip().is_loopback() {
         bail!(
             "--insecure-http serves without authentication and is only allowed on a loopback --listen address"
@@ -113,6 +120,7 @@ async fn main() -> anyhow::Result<()> {
             history_limit: args.history_limit,
             ..EmbeddedOptions::default()
         },
+        etcd,
         security,
         advertise_address: args.advertise_address.as_deref().and_then(|a| a.parse().ok()),
     };
