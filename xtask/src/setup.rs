@@ -30,7 +30,6 @@ pub const APT_PACKAGES: &[&str] = &[
     "conntrack",
     "python3",
     "python3-venv",
-    "npm",
     "protobuf-compiler",
     "etcd-server",
 ];
@@ -72,7 +71,12 @@ fn apt_packages(step: &Step<'_>) -> Result<Outcome> {
             .args(["-W", "-f", "${Package} ${Status}\n"])
             .args(APT_PACKAGES),
     )?;
-    let missing = missing_packages(APT_PACKAGES, &installed_packages(&listing));
+    let mut missing = missing_packages(APT_PACKAGES, &installed_packages(&listing));
+    // npm may come with a Node.js that is not Debian's (Debian's npm would conflict with it): a working `npm` on
+    // PATH is enough, whoever installed it.
+    if !command_works("npm") {
+        missing.extend(["nodejs", "npm"]);
+    }
     if missing.is_empty() {
         return Ok(Outcome::Ready(format!("all {} installed", APT_PACKAGES.len())));
     }
@@ -238,6 +242,16 @@ pub fn missing_packages<'a>(wanted: &[&'a str], installed: &BTreeSet<String>) ->
         .copied()
         .filter(|p| !installed.contains(*p))
         .collect()
+}
+
+/// Whether `NAME --version` runs and succeeds.
+fn command_works(name: &str) -> bool {
+    Command::new(name)
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Whether `rustup toolchain list` shows a nightly toolchain.
