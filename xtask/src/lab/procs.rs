@@ -137,6 +137,11 @@ mod tests {
         };
         assert_eq!(d.pid(), None);
         let pid = d.spawn(Command::new("sleep").arg("4242")).unwrap();
+        // Until the child has exec'd, /proc/PID/cmdline still shows this test binary: give it a moment.
+        let started = Instant::now();
+        while d.pid().is_none() && started.elapsed() < Duration::from_secs(5) {
+            thread::sleep(Duration::from_millis(10));
+        }
         assert_eq!(d.pid(), Some(pid));
         assert!(d.stop(Duration::from_secs(5)));
         assert_eq!(d.pid(), None);
