@@ -1,8 +1,8 @@
 //! Shared helpers for Skiff's end-to-end suites.
 pub mod cluster;
-pub mod netns;
 pub mod fixture;
 pub mod fixture_netns;
 pub mod fixture_packet;
 pub mod k8s_tools;
+pub mod netns;
 pub mod node_lab;

@@ -308,10 +308,7 @@ fn load_attach_apply_restart_inspect_cleanup() {
         .iter()
         .map(|(k, _)| u16::from_be(k.sport_be))
         .collect();
-    assert!(
-        left.contains(&2001) && !left.contains(&2000),
-        "{left:?}"
-    );
+    assert!(left.contains(&2001) && !left.contains(&2000), "{left:?}");
 
     // A new pod interface is picked up by the rescan.
     sh(&[
