@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 
 mod agent;
+mod apiserver;
 mod bpfstats;
 mod hash;
 mod iptables;
@@ -46,9 +47,21 @@ pub struct BenchArgs {
     /// Internal: run a load-generator or server job (JSON) in this process.
     #[arg(long, hide = true)]
     pub worker: Option<String>,
+    #[command(subcommand)]
+    pub suite: Option<Suite>,
+}
+
+/// Benchmarks other than the dataplane one (which runs when no suite is named).
+#[derive(clap::Subcommand, Debug)]
+pub enum Suite {
+    /// skiff-control: creates/s, list latency, watch fan-out and scheduling rate, embedded store vs etcd.
+    Apiserver(apiserver::ApiserverArgs),
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    if let Some(Suite::Apiserver(api)) = args.suite {
+        return apiserver::run(api);
+    }
     if let Some(job) = &args.worker {
         return worker::main(job);
     }

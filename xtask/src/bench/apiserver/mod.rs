@@ -1,0 +1,616 @@
+//! `cargo xtask bench apiserver`: skiff-control's create rate, list latency, watch fan-out and scheduling rate,
+//! per store backend (embedded, etcd).
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use super::results::Collector;
+use super::sh;
+use crate::progress::{Outcome, Progress, seconds};
+
+mod creates;
+mod fanout;
+mod fixtures;
+mod http;
+mod latency;
+mod lists;
+mod procs;
+mod report;
+mod schedule;
+
+use procs::{Control, ControlSpec, Etcd};
+
+/// Options of `cargo xtask bench apiserver`.
+#[derive(clap::Args, Debug)]
+pub struct ApiserverArgs {
+    /// 1000 objects, one round, 100 watch updates (about a minute once skiff-control is built).
+    #[arg(long)]
+    pub quick: bool,
+    /// Output directory (default: bench/results/apiserver-<unix time>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Store backends to measure, comma separated: embedded, etcd (etcd needs Debian's etcd-server).
+    #[arg(long, value_delimiter = ',', default_value = "embedded,etcd")]
+    pub store: Vec<String>,
+    /// Concurrent clients (one connection each) for the creates.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// ConfigMaps and Pods to create, and pods to list (default 10000; 1000 with --quick).
+    #[arg(long)]
+    pub objects: Option<usize>,
+    /// Rounds per backend, each on a fresh server and store (default 3; 1 with --quick).
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// Use this skiff-control binary instead of building one (`cargo build --release -p control`).
+    #[arg(long)]
+    pub control: Option<PathBuf>,
+}
+
+/// The sizes of one run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    pub objects: usize,
+    pub rounds: usize,
+    pub concurrency: usize,
+    /// Lists of each form per round.
+    pub list_samples: usize,
+    pub watchers: usize,
+    pub updates: usize,
+    pub nodes: usize,
+    pub sched_pods: usize,
+}
+
+impl Plan {
+    pub fn new(args: &ApiserverArgs) -> Plan {
+        let quick = args.quick;
+        Plan {
+            objects: args.objects.unwrap_or(if quick { 1000 } else { 10_000 }),
+            rounds: args.rounds.unwrap_or(if quick { 1 } else { 3 }).max(1),
+            concurrency: args.concurrency.max(1),
+            list_samples: if quick { 5 } else { 20 },
+            watchers: 100,
+            updates: if quick { 100 } else { 1000 },
+            nodes: 100,
+            sched_pods: 1000,
+        }
+    }
+
+    /// Progress steps: the build, etcd's start, and five per round and backend.
+    fn steps(&self, stores: &[Store]) -> usize {
+        1 + stores
+            .iter()
+            .map(|s| usize::from(*s == Store::Etcd) + 5 * self.rounds)
+            .sum::<usize>()
+    }
+}
+
+/// A store backend of skiff-control.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Store {
+    Embedded,
+    Etcd,
+}
+
+impl Store {
+    pub fn parse(name: &str) -> Result<Store> {
+        match name {
+            "embedded" => Ok(Store::Embedded),
+            "etcd" => Ok(Store::Etcd),
+            other => bail!("unknown store {other:?}; use embedded, etcd or both (comma separated)"),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Store::Embedded => "embedded",
+            Store::Etcd => "etcd",
+        }
+    }
+}
+
+/// The controllers to turn off: all of them for the API phases (nothing but the measured clients writes), all but
+/// the scheduler for the scheduler phase (only it acts on the pods; no node lifecycle controller marks the fake
+/// nodes NotReady for lack of heartbeats).
+fn disabled(all: &[String], keep_scheduler: bool) -> Vec<String> {
+    all.iter()
+        .filter(|n| !(keep_scheduler && *n == "scheduler"))
+        .cloned()
+        .collect()
+}
+
+pub fn run(args: ApiserverArgs) -> Result<()> {
+    let plan = Plan::new(&args);
+    let mut stores = Vec::new();
+    for s in &args.store {
+        let s = Store::parse(s)?;
+        if !stores.contains(&s) {
+            stores.push(s);
+        }
+    }
+    if stores.is_empty() {
+        bail!("--store names no backend");
+    }
+    let out = args.out.clone().unwrap_or_else(|| {
+        let ts = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../bench/results")
+            .join(format!("apiserver-{ts}"))
+    });
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let out = out.canonicalize()?;
+    eprintln!(
+        "bench apiserver: {plan:?}\nbench apiserver: writing to {}",
+        out.display()
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    sh::catch_interrupts();
+    let started = Instant::now();
+    let mut progress = Progress::new(plan.steps(&stores));
+    let mut bin = args.control.clone();
+    progress.run("build skiff-control (release)", |step| match &bin {
+        Some(b) if b.exists() => Ok(Outcome::Ready(format!("using {}", b.display()))),
+        Some(b) => bail!("--control {} does not exist", b.display()),
+        None => {
+            step.say("cargo build --release -p control (several minutes the first time)");
+            bin = Some(procs::build_control()?);
+            Ok(Outcome::Done)
+        }
+    })?;
+    let bin = bin.context("no skiff-control binary")?;
+    let controllers = procs::controller_names(&bin)?;
+    if !controllers.iter().any(|c| c == "scheduler") {
+        bail!(
+            "{} has no scheduler to measure (--disable-controller values: {controllers:?})",
+            bin.display()
+        );
+    }
+    let mut col = Collector::default();
+    for store in &stores {
+        let mut bench = StoreBench {
+            rt: &rt,
+            bin: &bin,
+            controllers: &controllers,
+            store: *store,
+            plan: &plan,
+            col: &mut col,
+            progress: &mut progress,
+        };
+        if let Err(e) = bench.run() {
+            // The step's error already named the scenario; the rest of this backend is skipped.
+            let scenario = e.downcast_ref::<PhaseError>().map_or("setup", |p| p.0);
+            col.fail(scenario, store.name(), &e);
+        }
+    }
+    let records = col.records();
+    let mut command = format!(
+        "cargo xtask bench apiserver{}",
+        if args.quick { " --quick" } else { "" }
+    );
+    let names: Vec<&str> = stores.iter().map(|s| s.name()).collect();
+    command.push_str(&format!(" --store {}", names.join(",")));
+    for (flag, v) in [("--objects", args.objects), ("--rounds", args.rounds)] {
+        if let Some(v) = v {
+            command.push_str(&format!(" {flag} {v}"));
+        }
+    }
+    if args.concurrency != 16 {
+        command.push_str(&format!(" --concurrency {}", args.concurrency));
+    }
+    let machine = super::machine();
+    let duration = started.elapsed().as_secs();
+    let json = serde_json::json!({
+        "command": command, "machine": machine, "duration_s": duration, "plan": plan,
+        "records": records, "failures": col.failures,
+    });
+    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&json)?)?;
+    let header = format!(
+        "Command: `{command}`  \nMachine: {machine}  \nDuration: {duration} s  \nPlan: {} objects, {} round(s), \
+         {} concurrent clients, {} lists of each form per round, {} watchers x {} updates, {} pods on {} nodes.  \n\
+         Values are medians over the rounds; in parentheses the spread, (max - min) / median.",
+        plan.objects,
+        plan.rounds,
+        plan.concurrency,
+        plan.list_samples,
+        plan.watchers,
+        plan.updates,
+        plan.sched_pods,
+        plan.nodes
+    );
+    std::fs::write(
+        out.join("report.md"),
+        report::markdown(&records, &col.failures, &header),
+    )?;
+    eprintln!(
+        "bench apiserver: done in {duration} s: {} figures, {} failures -> {}",
+        records.len(),
+        col.failures.len(),
+        out.join("report.md").display()
+    );
+    if !col.failures.is_empty() {
+        bail!(
+            "{} phase(s) failed (see the Failures table of {})",
+            col.failures.len(),
+            out.join("report.md").display()
+        );
+    }
+    Ok(())
+}
+
+/// An error of one scenario (the name goes into the Failures table).
+#[derive(Debug)]
+struct PhaseError(&'static str, String);
+
+impl std::fmt::Display for PhaseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.1)
+    }
+}
+
+impl std::error::Error for PhaseError {}
+
+/// Every round of one store backend.
+struct StoreBench<'a> {
+    rt: &'a tokio::runtime::Runtime,
+    bin: &'a std::path::Path,
+    controllers: &'a [String],
+    store: Store,
+    plan: &'a Plan,
+    col: &'a mut Collector,
+    progress: &'a mut Progress,
+}
+
+impl StoreBench<'_> {
+    fn run(&mut self) -> Result<()> {
+        let mut etcd = None;
+        if self.store == Store::Etcd {
+            let rt = self.rt;
+            self.step("setup", "etcd: start etcd", |_| {
+                etcd = Some(Etcd::start(rt)?);
+                Ok(Outcome::Done)
+            })?;
+        }
+        let endpoint = etcd.as_ref().map(|e| e.endpoint.clone());
+        for round in 0..self.plan.rounds {
+            self.round(round, endpoint.as_deref())?;
+        }
+        Ok(())
+    }
+
+    /// Runs one progress step; a failure is tagged with `scenario`.
+    fn step(
+        &mut self,
+        scenario: &'static str,
+        label: &str,
+        f: impl FnOnce(&mut Collector) -> Result<Outcome>,
+    ) -> Result<()> {
+        sh::check_interrupted()?;
+        let col = &mut *self.col;
+        self.progress
+            .run(label, |_| f(col))
+            .map_err(|e| anyhow::Error::new(PhaseError(scenario, format!("{e:#}"))))
+    }
+
+    fn round(&mut self, round: usize, etcd: Option<&str>) -> Result<()> {
+        let (rt, plan, store) = (self.rt, self.plan.clone(), self.store.name());
+        let n = plan.objects;
+        let label = |what: &str| format!("{store} round {}/{}: {what}", round + 1, plan.rounds);
+        let prefix = format!("/skiff-bench-{}-api{round}", std::process::id());
+        let (api_only, scheduler_only) = (
+            disabled(self.controllers, false),
+            disabled(self.controllers, true),
+        );
+        let spec = ControlSpec {
+            bin: self.bin,
+            etcd: etcd.map(|e| (e, prefix.as_str())),
+            disable: &api_only,
+            tag: store,
+        };
+        let mut server: Option<Control> = None;
+        self.step("setup", &label("start skiff-control"), |col| {
+            let mut s = Control::start(rt, &spec)?;
+            col.add(
+                "footprint",
+                store,
+                n,
+                None,
+                "rss_after_start",
+                "MiB",
+                s.rss_mib()?,
+            );
+            server = Some(s);
+            Ok(Outcome::Done)
+        })?;
+        let mut server = server.context("no server")?;
+        let addr = server.addr;
+        self.step(
+            "creates",
+            &label(&format!("create {n} ConfigMaps and {n} Pods")),
+            |col| {
+                let t = Instant::now();
+                let text = rt.block_on(creates_phase(col, addr, store, &plan))?;
+                server.check_alive()?;
+                col.add(
+                    "footprint",
+                    store,
+                    n,
+                    None,
+                    "rss_after_creates",
+                    "MiB",
+                    server.rss_mib()?,
+                );
+                Ok(Outcome::Ready(format!("{text} ({})", seconds(t.elapsed()))))
+            },
+        )?;
+        self.step(
+            "list",
+            &label(&format!("{} lists of each form over {n} pods", plan.list_samples)),
+            |col| {
+                let t = Instant::now();
+                let forms = rt.block_on(lists::measure(addr, "bench", n, plan.list_samples))?;
+                let mut text = Vec::new();
+                for (form, lat) in &forms {
+                    let s = latency::summarize(lat).context("no list samples")?;
+                    col.add("list", store, n, None, &format!("{form}_p50"), "ms", s.p50);
+                    col.add("list", store, n, None, &format!("{form}_p99"), "ms", s.p99);
+                    text.push(format!(
+                        "{} p50 {:.1} ms",
+                        form.trim_start_matches("list_"),
+                        s.p50
+                    ));
+                }
+                col.add(
+                    "footprint",
+                    store,
+                    n,
+                    None,
+                    "rss_after_lists",
+                    "MiB",
+                    server.rss_mib()?,
+                );
+                Ok(Outcome::Ready(format!(
+                    "{} ({})",
+                    text.join(", "),
+                    seconds(t.elapsed())
+                )))
+            },
+        )?;
+        self.step(
+            "watch_fanout",
+            &label(&format!("{} watchers x {} updates", plan.watchers, plan.updates)),
+            |col| {
+                let t = Instant::now();
+                let f = rt.block_on(async {
+                    http::Conn::connect(addr)
+                        .await?
+                        .create("/api/v1/namespaces", &fixtures::namespace("bench-watch"))
+                        .await?;
+                    fanout::measure(addr, "bench-watch", plan.watchers, plan.updates).await
+                })?;
+                let w = plan.watchers;
+                col.add(
+                    "watch_fanout",
+                    store,
+                    w,
+                    None,
+                    "events_delivered",
+                    "events",
+                    f.delivered as f64,
+                );
+                col.add(
+                    "watch_fanout",
+                    store,
+                    w,
+                    None,
+                    "events_expected",
+                    "events",
+                    f.expected as f64,
+                );
+                let s = latency::summarize(&f.latencies).context("no update reached every watcher")?;
+                col.add("watch_fanout", store, w, None, "fanout_p50", "ms", s.p50);
+                col.add("watch_fanout", store, w, None, "fanout_p99", "ms", s.p99);
+                col.add("watch_fanout", store, w, None, "fanout_max", "ms", s.max);
+                col.add(
+                    "footprint",
+                    store,
+                    n,
+                    None,
+                    "rss_after_watch",
+                    "MiB",
+                    server.rss_mib()?,
+                );
+                if f.delivered != f.expected {
+                    bail!(
+                        "{} watch events delivered, expected {} ({w} watchers x {} updates)",
+                        f.delivered,
+                        f.expected,
+                        plan.updates
+                    );
+                }
+                Ok(Outcome::Ready(format!(
+                    "p50 {:.2} ms, p99 {:.2} ms, {} events ({})",
+                    s.p50,
+                    s.p99,
+                    f.delivered,
+                    seconds(t.elapsed())
+                )))
+            },
+        )?;
+        drop(server);
+        let prefix = format!("/skiff-bench-{}-sched{round}", std::process::id());
+        let spec = ControlSpec {
+            etcd: etcd.map(|e| (e, prefix.as_str())),
+            disable: &scheduler_only,
+            ..spec
+        };
+        self.step(
+            "scheduler",
+            &label(&format!(
+                "schedule {} pods on {} nodes",
+                plan.sched_pods, plan.nodes
+            )),
+            |col| {
+                let mut server = Control::start(rt, &spec)?;
+                let addr = server.addr;
+                let s = rt.block_on(async {
+                    http::Conn::connect(addr)
+                        .await?
+                        .create("/api/v1/namespaces", &fixtures::namespace("bench-sched"))
+                        .await?;
+                    schedule::create_nodes(addr, plan.nodes).await?;
+                    schedule::measure(addr, "bench-sched", plan.sched_pods, plan.concurrency).await
+                })?;
+                let rate = latency::rate(s.pods, s.elapsed);
+                col.add("scheduler", store, s.pods, None, "pods_bound_per_s", "1/s", rate);
+                col.add(
+                    "scheduler",
+                    store,
+                    s.pods,
+                    None,
+                    "time_to_bind_all",
+                    "s",
+                    s.elapsed.as_secs_f64(),
+                );
+                col.add(
+                    "scheduler",
+                    store,
+                    s.pods,
+                    None,
+                    "pod_creates_per_s",
+                    "1/s",
+                    latency::rate(s.pods, s.create_elapsed),
+                );
+                col.add(
+                    "footprint",
+                    store,
+                    n,
+                    None,
+                    "rss_after_schedule",
+                    "MiB",
+                    server.rss_mib()?,
+                );
+                Ok(Outcome::Ready(format!(
+                    "{rate:.0} pods bound/s, all in {}",
+                    seconds(s.elapsed)
+                )))
+            },
+        )?;
+        Ok(())
+    }
+}
+
+/// Creates the `bench` namespace, then N ConfigMaps and N Pods in it; returns a summary for the progress line.
+async fn creates_phase(col: &mut Collector, addr: SocketAddr, store: &str, plan: &Plan) -> Result<String> {
+    let n = plan.objects;
+    http::Conn::connect(addr)
+        .await?
+        .create("/api/v1/namespaces", &fixtures::namespace("bench"))
+        .await?;
+    let mut text = Vec::new();
+    let kinds: [(&str, creates::MakeObject); 2] = [
+        (
+            "configmap",
+            Arc::new(|i| {
+                (
+                    "/api/v1/namespaces/bench/configmaps".to_owned(),
+                    fixtures::config_map(i),
+                )
+            }),
+        ),
+        (
+            "pod",
+            Arc::new(|i| ("/api/v1/namespaces/bench/pods".to_owned(), fixtures::pod(i))),
+        ),
+    ];
+    for (kind, make) in kinds {
+        let t = creates::create_all(addr, n, plan.concurrency, make).await?;
+        let rate = latency::rate(n, t.elapsed);
+        let s = latency::summarize(&t.latencies).context("no creates")?;
+        col.add(
+            "creates",
+            store,
+            n,
+            None,
+            &format!("{kind}_creates_per_s"),
+            "1/s",
+            rate,
+        );
+        col.add(
+            "creates",
+            store,
+            n,
+            None,
+            &format!("{kind}_create_p50"),
+            "ms",
+            s.p50,
+        );
+        col.add(
+            "creates",
+            store,
+            n,
+            None,
+            &format!("{kind}_create_p99"),
+            "ms",
+            s.p99,
+        );
+        text.push(format!("{kind}s {rate:.0}/s (p99 {:.1} ms)", s.p99));
+    }
+    Ok(text.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(quick: bool) -> ApiserverArgs {
+        ApiserverArgs {
+            quick,
+            out: None,
+            store: vec!["embedded".into(), "etcd".into()],
+            concurrency: 16,
+            objects: None,
+            rounds: None,
+            control: None,
+        }
+    }
+
+    #[test]
+    fn quick_and_full_plans() {
+        let full = Plan::new(&args(false));
+        assert_eq!(
+            (
+                full.objects,
+                full.rounds,
+                full.updates,
+                full.sched_pods,
+                full.nodes
+            ),
+            (10_000, 3, 1000, 1000, 100)
+        );
+        let quick = Plan::new(&args(true));
+        assert_eq!((quick.objects, quick.rounds, quick.updates), (1000, 1, 100));
+        assert_eq!(quick.steps(&[Store::Embedded, Store::Etcd]), 1 + 5 + 1 + 5);
+        assert_eq!(full.steps(&[Store::Etcd]), 1 + 1 + 15);
+    }
+
+    #[test]
+    fn the_scheduler_phase_keeps_only_the_scheduler() {
+        let all: Vec<String> = ["endpointslice", "scheduler", "nodelifecycle"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(disabled(&all, false), all);
+        assert_eq!(disabled(&all, true), ["endpointslice", "nodelifecycle"]);
+    }
+
+    #[test]
+    fn stores_by_name() {
+        assert_eq!(Store::parse("etcd").unwrap(), Store::Etcd);
+        assert_eq!(Store::Embedded.name(), "embedded");
+        assert!(Store::parse("sqlite").is_err());
+    }
+}
