@@ -1,8 +1,6 @@
 //! `cargo xtask bench apiserver`: skiff-control's create rate, list latency, watch fan-out and scheduling rate,
 //! per store backend (embedded, etcd).
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
@@ -10,7 +8,7 @@ use serde::Serialize;
 
 use super::results::Collector;
 use super::sh;
-use crate::progress::{Outcome, Progress, seconds};
+use crate::progress::{Outcome, Progress};
 
 mod creates;
 mod fanout;
@@ -20,9 +18,10 @@ mod latency;
 mod lists;
 mod procs;
 mod report;
+mod rounds;
 mod schedule;
 
-use procs::{Control, ControlSpec, Etcd};
+use rounds::{PhaseError, StoreBench};
 
 /// Options of `cargo xtask bench apiserver`.
 #[derive(clap::Args, Debug)]
@@ -110,16 +109,6 @@ impl Store {
             Store::Etcd => "etcd",
         }
     }
-}
-
-/// The controllers to turn off: all of them for the API phases (nothing but the measured clients writes), all but
-/// the scheduler for the scheduler phase (only it acts on the pods; no node lifecycle controller marks the fake
-/// nodes NotReady for lack of heartbeats).
-fn disabled(all: &[String], keep_scheduler: bool) -> Vec<String> {
-    all.iter()
-        .filter(|n| !(keep_scheduler && *n == "scheduler"))
-        .cloned()
-        .collect()
 }
 
 pub fn run(args: ApiserverArgs) -> Result<()> {
@@ -242,327 +231,6 @@ pub fn run(args: ApiserverArgs) -> Result<()> {
     Ok(())
 }
 
-/// An error of one scenario (the name goes into the Failures table).
-#[derive(Debug)]
-struct PhaseError(&'static str, String);
-
-impl std::fmt::Display for PhaseError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.1)
-    }
-}
-
-impl std::error::Error for PhaseError {}
-
-/// Every round of one store backend.
-struct StoreBench<'a> {
-    rt: &'a tokio::runtime::Runtime,
-    bin: &'a std::path::Path,
-    controllers: &'a [String],
-    store: Store,
-    plan: &'a Plan,
-    col: &'a mut Collector,
-    progress: &'a mut Progress,
-}
-
-impl StoreBench<'_> {
-    fn run(&mut self) -> Result<()> {
-        let mut etcd = None;
-        if self.store == Store::Etcd {
-            let rt = self.rt;
-            self.step("setup", "etcd: start etcd", |_| {
-                etcd = Some(Etcd::start(rt)?);
-                Ok(Outcome::Done)
-            })?;
-        }
-        let endpoint = etcd.as_ref().map(|e| e.endpoint.clone());
-        for round in 0..self.plan.rounds {
-            self.round(round, endpoint.as_deref())?;
-        }
-        Ok(())
-    }
-
-    /// Runs one progress step; a failure is tagged with `scenario`.
-    fn step(
-        &mut self,
-        scenario: &'static str,
-        label: &str,
-        f: impl FnOnce(&mut Collector) -> Result<Outcome>,
-    ) -> Result<()> {
-        sh::check_interrupted()?;
-        let col = &mut *self.col;
-        self.progress
-            .run(label, |_| f(col))
-            .map_err(|e| anyhow::Error::new(PhaseError(scenario, format!("{e:#}"))))
-    }
-
-    fn round(&mut self, round: usize, etcd: Option<&str>) -> Result<()> {
-        let (rt, plan, store) = (self.rt, self.plan.clone(), self.store.name());
-        let n = plan.objects;
-        let label = |what: &str| format!("{store} round {}/{}: {what}", round + 1, plan.rounds);
-        let prefix = format!("/skiff-bench-{}-api{round}", std::process::id());
-        let (api_only, scheduler_only) = (
-            disabled(self.controllers, false),
-            disabled(self.controllers, true),
-        );
-        let spec = ControlSpec {
-            bin: self.bin,
-            etcd: etcd.map(|e| (e, prefix.as_str())),
-            disable: &api_only,
-            tag: store,
-        };
-        let mut server: Option<Control> = None;
-        self.step("setup", &label("start skiff-control"), |col| {
-            let mut s = Control::start(rt, &spec)?;
-            col.add(
-                "footprint",
-                store,
-                n,
-                None,
-                "rss_after_start",
-                "MiB",
-                s.rss_mib()?,
-            );
-            server = Some(s);
-            Ok(Outcome::Done)
-        })?;
-        let mut server = server.context("no server")?;
-        let addr = server.addr;
-        self.step(
-            "creates",
-            &label(&format!("create {n} ConfigMaps and {n} Pods")),
-            |col| {
-                let t = Instant::now();
-                let text = rt.block_on(creates_phase(col, addr, store, &plan))?;
-                server.check_alive()?;
-                col.add(
-                    "footprint",
-                    store,
-                    n,
-                    None,
-                    "rss_after_creates",
-                    "MiB",
-                    server.rss_mib()?,
-                );
-                Ok(Outcome::Ready(format!("{text} ({})", seconds(t.elapsed()))))
-            },
-        )?;
-        self.step(
-            "list",
-            &label(&format!("{} lists of each form over {n} pods", plan.list_samples)),
-            |col| {
-                let t = Instant::now();
-                let forms = rt.block_on(lists::measure(addr, "bench", n, plan.list_samples))?;
-                let mut text = Vec::new();
-                for (form, lat) in &forms {
-                    let s = latency::summarize(lat).context("no list samples")?;
-                    col.add("list", store, n, None, &format!("{form}_p50"), "ms", s.p50);
-                    col.add("list", store, n, None, &format!("{form}_p99"), "ms", s.p99);
-                    text.push(format!(
-                        "{} p50 {:.1} ms",
-                        form.trim_start_matches("list_"),
-                        s.p50
-                    ));
-                }
-                col.add(
-                    "footprint",
-                    store,
-                    n,
-                    None,
-                    "rss_after_lists",
-                    "MiB",
-                    server.rss_mib()?,
-                );
-                Ok(Outcome::Ready(format!(
-                    "{} ({})",
-                    text.join(", "),
-                    seconds(t.elapsed())
-                )))
-            },
-        )?;
-        self.step(
-            "watch_fanout",
-            &label(&format!("{} watchers x {} updates", plan.watchers, plan.updates)),
-            |col| {
-                let t = Instant::now();
-                let f = rt.block_on(async {
-                    http::Conn::connect(addr)
-                        .await?
-                        .create("/api/v1/namespaces", &fixtures::namespace("bench-watch"))
-                        .await?;
-                    fanout::measure(addr, "bench-watch", plan.watchers, plan.updates).await
-                })?;
-                let w = plan.watchers;
-                col.add(
-                    "watch_fanout",
-                    store,
-                    w,
-                    None,
-                    "events_delivered",
-                    "events",
-                    f.delivered as f64,
-                );
-                col.add(
-                    "watch_fanout",
-                    store,
-                    w,
-                    None,
-                    "events_expected",
-                    "events",
-                    f.expected as f64,
-                );
-                let s = latency::summarize(&f.latencies).context("no update reached every watcher")?;
-                col.add("watch_fanout", store, w, None, "fanout_p50", "ms", s.p50);
-                col.add("watch_fanout", store, w, None, "fanout_p99", "ms", s.p99);
-                col.add("watch_fanout", store, w, None, "fanout_max", "ms", s.max);
-                col.add(
-                    "footprint",
-                    store,
-                    n,
-                    None,
-                    "rss_after_watch",
-                    "MiB",
-                    server.rss_mib()?,
-                );
-                if f.delivered != f.expected {
-                    bail!(
-                        "{} watch events delivered, expected {} ({w} watchers x {} updates)",
-                        f.delivered,
-                        f.expected,
-                        plan.updates
-                    );
-                }
-                Ok(Outcome::Ready(format!(
-                    "p50 {:.2} ms, p99 {:.2} ms, {} events ({})",
-                    s.p50,
-                    s.p99,
-                    f.delivered,
-                    seconds(t.elapsed())
-                )))
-            },
-        )?;
-        drop(server);
-        let prefix = format!("/skiff-bench-{}-sched{round}", std::process::id());
-        let spec = ControlSpec {
-            etcd: etcd.map(|e| (e, prefix.as_str())),
-            disable: &scheduler_only,
-            ..spec
-        };
-        self.step(
-            "scheduler",
-            &label(&format!(
-                "schedule {} pods on {} nodes",
-                plan.sched_pods, plan.nodes
-            )),
-            |col| {
-                let mut server = Control::start(rt, &spec)?;
-                let addr = server.addr;
-                let s = rt.block_on(async {
-                    http::Conn::connect(addr)
-                        .await?
-                        .create("/api/v1/namespaces", &fixtures::namespace("bench-sched"))
-                        .await?;
-                    schedule::create_nodes(addr, plan.nodes).await?;
-                    schedule::measure(addr, "bench-sched", plan.sched_pods, plan.concurrency).await
-                })?;
-                let rate = latency::rate(s.pods, s.elapsed);
-                col.add("scheduler", store, s.pods, None, "pods_bound_per_s", "1/s", rate);
-                col.add(
-                    "scheduler",
-                    store,
-                    s.pods,
-                    None,
-                    "time_to_bind_all",
-                    "s",
-                    s.elapsed.as_secs_f64(),
-                );
-                col.add(
-                    "scheduler",
-                    store,
-                    s.pods,
-                    None,
-                    "pod_creates_per_s",
-                    "1/s",
-                    latency::rate(s.pods, s.create_elapsed),
-                );
-                col.add(
-                    "footprint",
-                    store,
-                    n,
-                    None,
-                    "rss_after_schedule",
-                    "MiB",
-                    server.rss_mib()?,
-                );
-                Ok(Outcome::Ready(format!(
-                    "{rate:.0} pods bound/s, all in {}",
-                    seconds(s.elapsed)
-                )))
-            },
-        )?;
-        Ok(())
-    }
-}
-
-/// Creates the `bench` namespace, then N ConfigMaps and N Pods in it; returns a summary for the progress line.
-async fn creates_phase(col: &mut Collector, addr: SocketAddr, store: &str, plan: &Plan) -> Result<String> {
-    let n = plan.objects;
-    http::Conn::connect(addr)
-        .await?
-        .create("/api/v1/namespaces", &fixtures::namespace("bench"))
-        .await?;
-    let mut text = Vec::new();
-    let kinds: [(&str, creates::MakeObject); 2] = [
-        (
-            "configmap",
-            Arc::new(|i| {
-                (
-                    "/api/v1/namespaces/bench/configmaps".to_owned(),
-                    fixtures::config_map(i),
-                )
-            }),
-        ),
-        (
-            "pod",
-            Arc::new(|i| ("/api/v1/namespaces/bench/pods".to_owned(), fixtures::pod(i))),
-        ),
-    ];
-    for (kind, make) in kinds {
-        let t = creates::create_all(addr, n, plan.concurrency, make).await?;
-        let rate = latency::rate(n, t.elapsed);
-        let s = latency::summarize(&t.latencies).context("no creates")?;
-        col.add(
-            "creates",
-            store,
-            n,
-            None,
-            &format!("{kind}_creates_per_s"),
-            "1/s",
-            rate,
-        );
-        col.add(
-            "creates",
-            store,
-            n,
-            None,
-            &format!("{kind}_create_p50"),
-            "ms",
-            s.p50,
-        );
-        col.add(
-            "creates",
-            store,
-            n,
-            None,
-            &format!("{kind}_create_p99"),
-            "ms",
-            s.p99,
-        );
-        text.push(format!("{kind}s {rate:.0}/s (p99 {:.1} ms)", s.p99));
-    }
-    Ok(text.join(", "))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -603,8 +271,8 @@ mod tests {
         let all: Vec<String> = ["endpointslice", "scheduler", "nodelifecycle"]
             .map(String::from)
             .to_vec();
-        assert_eq!(disabled(&all, false), all);
-        assert_eq!(disabled(&all, true), ["endpointslice", "nodelifecycle"]);
+        assert_eq!(rounds::disabled(&all, false), all);
+        assert_eq!(rounds::disabled(&all, true), ["endpointslice", "nodelifecycle"]);
     }
 
     #[test]
