@@ -4,7 +4,8 @@ use std::fmt::Debug;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::reflector::{self, Store};
@@ -22,6 +23,10 @@ pub struct Caches {
     pub slices: Store<EndpointSlice>,
     pub endpoints: Store<Endpoints>,
     pub replicasets: Store<ReplicaSet>,
+    pub deployments: Store<Deployment>,
+    pub daemonsets: Store<DaemonSet>,
+    /// Node heartbeats (namespace kube-node-lease).
+    pub leases: Store<Lease>,
     changes: watch::Sender<u64>,
     ready: watch::Receiver<bool>,
 }
@@ -58,6 +63,9 @@ impl Caches {
         let slices = reflect(Api::all(client.clone()), changes.clone(), tasks);
         let endpoints = reflect(Api::all(client.clone()), changes.clone(), tasks);
         let replicasets = reflect(Api::all(client.clone()), changes.clone(), tasks);
+        let deployments = reflect(Api::all(client.clone()), changes.clone(), tasks);
+        let daemonsets = reflect(Api::all(client.clone()), changes.clone(), tasks);
+        let leases = reflect(Api::namespaced(client.clone(), "kube-node-lease"), changes.clone(), tasks);
         // A store's readiness is awaited once here; every loop then waits on this flag.
         let (ready_tx, ready) = watch::channel(false);
         let stores = (
@@ -67,6 +75,9 @@ impl Caches {
             slices.clone(),
             endpoints.clone(),
             replicasets.clone(),
+            deployments.clone(),
+            daemonsets.clone(),
+            leases.clone(),
         );
         tasks.spawn(async move {
             let _ = stores.0.wait_until_ready().await;
@@ -75,6 +86,9 @@ impl Caches {
             let _ = stores.3.wait_until_ready().await;
             let _ = stores.4.wait_until_ready().await;
             let _ = stores.5.wait_until_ready().await;
+            let _ = stores.6.wait_until_ready().await;
+            let _ = stores.7.wait_until_ready().await;
+            let _ = stores.8.wait_until_ready().await;
             let _ = ready_tx.send(true);
             // Keep the sender so waiters never see a closed channel.
             std::future::pending::<()>().await;
@@ -86,6 +100,9 @@ impl Caches {
             slices,
             endpoints,
             replicasets,
+            deployments,
+            daemonsets,
+            leases,
             changes,
             ready,
         }
