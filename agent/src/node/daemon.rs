@@ -96,6 +96,36 @@ async fn register_with_retry(
     }
 }
 
+/// How long a node without `--pod-cidr` waits for the control plane's node IPAM to assign a podCIDR.
+const POD_CIDR_WAIT: Duration = Duration::from_secs(60);
+
+/// The registered Node once it has a podCIDR (node IPAM assigns it shortly after registration); the Node as it is
+/// when `--pod-cidr` is given (the flag is the fallback) or the wait ran out.
+async fn wait_for_pod_cidr(
+    client: &kube::Client,
+    registered: k8s_openapi::api::core::v1::Node,
+    flag: Option<Ipv4Cidr>,
+) -> k8s_openapi::api::core::v1::Node {
+    let has_cidr =
+        |n: &k8s_openapi::api::core::v1::Node| n.spec.as_ref().and_then(|s| s.pod_cidr.as_ref()).is_some();
+    if flag.is_some() || has_cidr(&registered) {
+        return registered;
+    }
+    tracing::info!("waiting for the control plane to assign a podCIDR to this node");
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client.clone());
+    let name = registered.metadata.name.clone().unwrap_or_default();
+    let deadline = tokio::time::Instant::now() + POD_CIDR_WAIT;
+    while tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Ok(node) = nodes.get(&name).await
+            && has_cidr(&node)
+        {
+            return node;
+        }
+    }
+    registered
+}
+
 /// The podCIDR: the one the control plane assigned, else `--pod-cidr`.
 pub fn pick_pod_cidr(assigned: Option<&str>, flag: Option<Ipv4Cidr>) -> Result<Ipv4Cidr> {
     match (assigned.map(str::parse::<Ipv4Cidr>), flag) {
@@ -106,7 +136,11 @@ pub fn pick_pod_cidr(assigned: Option<&str>, flag: Option<Ipv4Cidr>) -> Result<I
         (Some(Ok(c)), _) => Ok(c),
         (Some(Err(e)), _) => bail!("the Node's podCIDR {assigned:?} is invalid: {e}"),
         (None, Some(f)) => Ok(f),
-        (None, None) => bail!("the control plane assigned no podCIDR to this node; pass --pod-cidr CIDR"),
+        (None, None) => bail!(
+            "the control plane assigned no podCIDR to this node within {}s (is node IPAM enabled in the control \
+             plane?); pass --pod-cidr CIDR",
+            POD_CIDR_WAIT.as_secs()
+        ),
     }
 }
 
@@ -166,6 +200,7 @@ pub fn main(a: NodeArgs) -> Result<()> {
     rt.block_on(async move {
         let client = kube_client(&a.kubeconfig).await?;
         let registered = register_with_retry(&client, &facts).await?;
+        let registered = wait_for_pod_cidr(&client, registered, a.pod_cidr).await;
         let assigned = registered.spec.as_ref().and_then(|s| s.pod_cidr.as_deref());
         let pod_cidr = pick_pod_cidr(assigned, a.pod_cidr)?;
         facts.pod_cidr = Some(pod_cidr);
