@@ -135,12 +135,7 @@ fn tail(log: &Path) -> String {
 }
 
 /// Polls `ready` every 50 ms until it succeeds, the process dies, or [`START_TIMEOUT`] passes.
-fn wait_ready(
-    rt: &tokio::runtime::Runtime,
-    proc: &mut Proc,
-    what: &str,
-    mut ready: impl FnMut() -> Result<()>,
-) -> Result<()> {
+fn wait_ready(proc: &mut Proc, what: &str, mut ready: impl FnMut() -> Result<()>) -> Result<()> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         proc.check_alive().with_context(|| format!("{what} stopped"))?;
@@ -155,7 +150,7 @@ fn wait_ready(
                 tail(&proc.log)
             )));
         }
-        rt.block_on(tokio::time::sleep(Duration::from_millis(50)));
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -196,7 +191,7 @@ impl Etcd {
             .arg(format!("skiff-bench={peer_url}"));
         let mut proc = Proc::spawn(cmd, dir.path().join("etcd.log"))?;
         let addr: SocketAddr = ([127, 0, 0, 1], client).into();
-        wait_ready(rt, &mut proc, "etcd", || {
+        wait_ready(&mut proc, "etcd", || {
             rt.block_on(async {
                 let health = Conn::connect(addr).await?.get_json("/health").await?;
                 if health["health"] != "true" {
@@ -261,7 +256,7 @@ impl Control {
             cmd.args(["--disable-controller", name]);
         }
         let mut proc = Proc::spawn(cmd, dir.path().join("control.log"))?;
-        wait_ready(rt, &mut proc, "skiff-control", || {
+        wait_ready(&mut proc, "skiff-control", || {
             rt.block_on(async {
                 Conn::connect(addr)
                     .await?

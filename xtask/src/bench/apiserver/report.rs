@@ -28,6 +28,46 @@ fn about(scenario: &str) -> &'static str {
     }
 }
 
+/// Scenarios and metrics in report order (others follow in the order of the records).
+const ORDER: &[&str] = &[
+    "creates",
+    "list",
+    "watch_fanout",
+    "scheduler",
+    "footprint",
+    "configmap_creates_per_s",
+    "configmap_create_p50",
+    "configmap_create_p99",
+    "pod_creates_per_s",
+    "pod_create_p50",
+    "pod_create_p99",
+    "list_full_p50",
+    "list_full_p99",
+    "list_paginated_p50",
+    "list_paginated_p99",
+    "list_selector_p50",
+    "list_selector_p99",
+    "list_table_p50",
+    "list_table_p99",
+    "fanout_p50",
+    "fanout_p99",
+    "fanout_max",
+    "events_delivered",
+    "events_expected",
+    "pods_bound_per_s",
+    "time_to_bind_all",
+    "creates_per_s",
+    "rss_after_start",
+    "rss_after_creates",
+    "rss_after_lists",
+    "rss_after_watch",
+    "rss_after_schedule",
+];
+
+fn rank(name: &str) -> usize {
+    ORDER.iter().position(|o| *o == name).unwrap_or(ORDER.len())
+}
+
 /// The Markdown report: header, one table per scenario (rows: N and metric; columns: variants), failures.
 pub fn markdown(records: &[Record], failures: &[Failure], header: &str) -> String {
     let mut o = format!("# skiff-control API benchmark\n\n{header}\n");
@@ -48,6 +88,7 @@ pub fn markdown(records: &[Record], failures: &[Failure], header: &str) -> Strin
             scenarios.push(&r.scenario);
         }
     }
+    scenarios.sort_by_key(|s| rank(s));
     for s in scenarios {
         let _ = writeln!(o, "\n## {s}\n\n{}\n", about(s));
         let _ = write!(o, "| N | metric | unit |");
@@ -64,6 +105,7 @@ pub fn markdown(records: &[Record], failures: &[Failure], header: &str) -> Strin
                 rows.push(row);
             }
         }
+        rows.sort_by_key(|(n, metric, _)| (*n, rank(metric)));
         for (n, metric, unit) in rows {
             let _ = write!(o, "| {n} | {metric} | {unit} |");
             for v in &variants {
@@ -135,6 +177,7 @@ mod tests {
             rec("etcd", "list_full_p50", 212.4, 3),
             rec("embedded", "list_full_p50", 95.25, 3),
             rec("embedded", "list_table_p50", 7.5, 1),
+            rec("embedded", "list_full_p99", 120.0, 3),
         ];
         let f = Failure {
             scenario: "watch_fanout".into(),
@@ -149,5 +192,7 @@ mod tests {
         );
         assert!(md.contains("| 10000 | list_table_p50 | ms | 7.50 | – |"), "{md}");
         assert!(md.contains("| watch_fanout | etcd | lost/events |"), "{md}");
+        let p50 = md.find("list_full_p50").unwrap();
+        assert!(p50 < md.find("list_full_p99").unwrap() && p50 < md.find("list_table_p50").unwrap());
     }
 }

@@ -260,7 +260,7 @@ impl StoreBench<'_> {
                     store,
                     s.pods,
                     None,
-                    "pod_creates_per_s",
+                    "creates_per_s",
                     "1/s",
                     latency::rate(s.pods, s.create_elapsed),
                 );
