@@ -3,137 +3,48 @@
 //! stop-node / start-node,
 //! add-node, `lab down` leaving no namespace, route, pin, cgroup or process, and `lab up` restoring the cluster.
 //! Names use the `skl-` prefix and their own ranges and ports, so a developer's lab is never touched.
-use std::{
-    collections::BTreeSet,
-    path::{Path, PathBuf},
-    process::Command,
-    time::{Duration, Instant},
-};
+use std::{path::Path, process::Command};
 
-const DIR: &str = "/run/skl-e2e";
+use tests::lab_client::{IMAGE, LabUnderTest, processes_matching, reaches_all};
+
+const LAB: LabUnderTest = LabUnderTest {
+    dir: "/run/skl-e2e",
+    prefix: "skl-",
+    api_port: 16443,
+    kubelet_port: 20250,
+    pod_cidr: "10.247.0.0/16",
+    service_cidr: "10.94.0.0/16",
+    underlay: "10.93.0.0/24",
+    lb_pool: "10.93.0.192/27",
+    extra: &[],
+};
+const DIR: &str = LAB.dir;
 const VIP: &str = "10.94.0.80";
 const NODE_PORT: &str = "30080";
-const IMAGE: &str = "registry.k8s.io/e2e-test-images/agnhost:2.53";
-const NODE_IPS: [&str; 3] = ["10.93.0.11", "10.93.0.12", "10.93.0.13"];
-const RANGES: [&str; 3] = ["10.247.0.0/16", "10.94.0.0/16", "10.93.0.0/24"];
+const RANGES: [&str; 3] = [LAB.pod_cidr, LAB.service_cidr, LAB.underlay];
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// `xtask lab <args>` with the test's lab options; panics with the output when it fails.
 fn lab(args: &[&str]) -> String {
-    let xtask = workspace().join("target/debug/xtask");
-    assert!(
-        xtask.is_file(),
-        "{} is missing: run `cargo build` first",
-        xtask.display()
-    );
-    let debug = workspace().join("target/debug");
-    let out = Command::new(&xtask)
-        .arg("lab")
-        .args(args)
-        .args([
-            "--data-dir",
-            DIR,
-            "--name-prefix",
-            "skl-",
-            "--api-port",
-            "16443",
-            "--kubelet-port",
-            "20250",
-        ])
-        .args([
-            "--pod-cidr",
-            RANGES[0],
-            "--service-cidr",
-            RANGES[1],
-            "--underlay",
-            RANGES[2],
-        ])
-        .args(["--lb-pool", "10.93.0.192/27", "--binaries"])
-        .arg(&debug)
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .expect("running xtask");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "xtask lab {args:?} failed:\n{text}");
-    text
-}
-
-/// Brings the lab down (and purges it) when the test ends, also on failure.
-struct Guard;
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if Path::new(DIR).join("lab.json").exists() {
-            let _ = Command::new(workspace().join("target/debug/xtask"))
-                .args(["lab", "down", "--purge", "--data-dir", DIR])
-                .status();
-        }
-    }
+    LAB.lab(args)
 }
 
 fn kubectl(args: &[&str]) -> Result<String, String> {
-    let out = Command::new(Path::new(DIR).join("bin/kubectl"))
-        .arg("--kubeconfig")
-        .arg(Path::new(DIR).join("kubeconfig"))
-        .args(args)
-        .output()
-        .expect("running kubectl");
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    LAB.kubectl(args)
 }
 
 fn apply(yaml: &str) {
-    let f = Path::new(DIR).join("test-manifest.yaml");
-    std::fs::write(&f, yaml).unwrap();
-    kubectl(&["apply", "-f", &f.to_string_lossy()]).unwrap_or_else(|e| panic!("kubectl apply: {e}\n{yaml}"));
+    LAB.apply(yaml)
 }
 
-fn jsonpath(what: &[&str], jp: &str) -> String {
-    let jp = format!("jsonpath={jp}");
-    let mut args = vec!["get"];
-    args.extend_from_slice(what);
-    args.extend(["-o", &jp]);
-    kubectl(&args).unwrap_or_default()
+fn ready_nodes() -> std::collections::BTreeSet<String> {
+    LAB.ready_nodes()
 }
 
-fn wait<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
-    let started = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            started.elapsed().as_secs() < secs,
-            "timed out after {secs} s waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+fn names(n: usize) -> std::collections::BTreeSet<String> {
+    LAB.node_names(n)
 }
 
-/// Names of the nodes `kubectl get nodes` lists as exactly Ready.
-fn ready_nodes() -> BTreeSet<String> {
-    kubectl(&["get", "nodes", "--no-headers"])
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let cols: Vec<&str> = l.split_whitespace().collect();
-            (cols.get(1) == Some(&"Ready")).then(|| cols[0].to_string())
-        })
-        .collect()
-}
-
-fn names(n: usize) -> BTreeSet<String> {
-    (1..=n).map(|i| format!("skl-node{i}")).collect()
+fn wait_pod_ip(name: &str) -> String {
+    LAB.wait_pod_ip(name)
 }
 
 fn pod(name: &str, node: &str, args: &str) -> String {
@@ -141,17 +52,6 @@ fn pod(name: &str, node: &str, args: &str) -> String {
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: default, labels: {{app: skl-web}}}}\n\
          spec:\n  nodeName: {node}\n  containers: [{{name: main, image: {IMAGE}, args: [{args}]}}]\n"
     )
-}
-
-fn wait_pod_ip(name: &str) -> String {
-    wait(&format!("pod {name} Ready"), 90, || {
-        let ready = jsonpath(
-            &["pod", name],
-            "{.status.conditions[?(@.type==\"Ready\")].status}",
-        );
-        let ip = jsonpath(&["pod", name], "{.status.podIP}");
-        (ready == "True" && !ip.is_empty()).then_some(ip)
-    })
 }
 
 /// ClusterIP and NodePort Services over the web pods, with their EndpointSlices written by the test.
@@ -185,108 +85,9 @@ fn services(backends: &[(&str, &str)]) -> String {
     out
 }
 
-/// curl from the client pod on skl-node1, inside its container cgroup (the socket hooks see it).
-fn curl_from_client_pod(url: &str) -> Option<String> {
-    let uid = jsonpath(&["pod", "skl-client"], "{.metadata.uid}");
-    let record = std::fs::read_to_string(format!("{DIR}/nodes/skl-node1/pods/{uid}/sandbox.json")).ok()?;
-    let pid = record
-        .split("\"pid\":")
-        .nth(1)?
-        .trim_start()
-        .split(|c: char| !c.is_ascii_digit())
-        .next()?
-        .to_string();
-    let cg = format!("/sys/fs/cgroup/unified/skiff/skl-node1/pods/pod{uid}/main");
-    let script = format!("echo $$ > {cg}/cgroup.procs && exec \"$@\"");
-    let out = Command::new("nsenter")
-        .args([
-            "-t", &pid, "-n", "--", "sh", "-c", &script, "sh", "curl", "-sf", "-m", "2", url,
-        ])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-fn curl_from_client_netns(url: &str) -> Option<String> {
-    let out = Command::new("ip")
-        .args(["netns", "exec", "skl-client", "curl", "-sf", "-m", "2", url])
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// Requests until every name in `want` answered (bounded).
-fn reaches_all(what: &str, want: &[&str], mut request: impl FnMut(usize) -> Option<String>) {
-    let mut seen = BTreeSet::new();
-    let mut i = 0;
-    wait(&format!("{what} reaching {want:?} (seen {seen:?})"), 60, || {
-        if let Some(h) = request(i) {
-            seen.insert(h);
-        }
-        i += 1;
-        want.iter().all(|w| seen.contains(*w)).then_some(())
-    });
-}
-
-fn processes_matching(needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        if e.file_name().to_string_lossy().parse::<u32>().is_err() {
-            continue;
-        }
-        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if cmdline.contains(needle) {
-            found.push(cmdline);
-        }
-    }
-    found
-}
-
-/// Asserts nothing of the lab is left on the machine.
-fn assert_nothing_left() {
-    let netns = String::from_utf8_lossy(
-        &Command::new("ip")
-            .args(["netns", "list"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .into_owned();
-    assert!(!netns.contains("skl-"), "namespaces left: {netns}");
-    let routes = String::from_utf8_lossy(
-        &Command::new("ip")
-            .args(["-4", "route", "show", "table", "all"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .into_owned();
-    for r in RANGES {
-        assert!(!routes.contains(r), "route for {r} left:\n{routes}");
-    }
-    for n in 1..=4 {
-        let pins = format!("/sys/fs/bpf/skiff/skl-node{n}");
-        assert!(!Path::new(&pins).exists(), "{pins} left");
-        let cg = format!("/sys/fs/cgroup/unified/skiff/skl-node{n}");
-        assert!(!Path::new(&cg).exists(), "{cg} left");
-    }
-    let procs = processes_matching(DIR);
-    assert!(procs.is_empty(), "processes left: {procs:?}");
-    let pods = processes_matching("--hostname skl-");
-    assert!(pods.is_empty(), "pod processes left: {pods:?}");
-}
-
 #[test]
 fn lab_up_serves_services_survives_node_changes_and_goes_down_cleanly() {
-    let _guard = Guard;
-    if Path::new(DIR).join("lab.json").exists() {
-        lab(&["down", "--purge"]);
-    }
+    let _guard = LAB.fresh();
 
     // Up: three Ready nodes, the export lines, every lab range kept on this machine.
     let up = lab(&["up", "--nodes", "3"]);
@@ -346,10 +147,10 @@ fn lab_up_serves_services_survives_node_changes_and_goes_down_cleanly() {
     wait_pod_ip("skl-client");
     let web = ["skl-web1", "skl-web2", "skl-web3"];
     reaches_all("the ClusterIP from the client pod", &web, |_| {
-        curl_from_client_pod(&format!("http://{VIP}/hostname"))
+        LAB.curl_from_pod("skl-client", &format!("http://{VIP}/hostname"))
     });
     reaches_all("the NodePort from the client namespace", &web, |i| {
-        curl_from_client_netns(&format!("http://{}:{NODE_PORT}/hostname", NODE_IPS[i % 3]))
+        LAB.curl_from_client_netns(&format!("http://{}:{NODE_PORT}/hostname", LAB.node_ip(i % 3 + 1)))
     });
     let svc = kubectl(&["get", "service", "skl-web-np"]).unwrap();
     assert!(
@@ -399,14 +200,14 @@ fn lab_up_serves_services_survives_node_changes_and_goes_down_cleanly() {
     let ip4 = wait_pod_ip("skl-web4");
     assert!(ip4.starts_with("10.247.4."), "pod on node4 got {ip4}");
     assert_eq!(
-        curl_from_client_netns(&format!("http://{ip4}:8080/hostname")),
+        LAB.curl_from_client_netns(&format!("http://{ip4}:8080/hostname")),
         None,
         "the client namespace has no pod routes"
     );
 
     // down removes everything; up brings back the same cluster (4 nodes, the pods).
     lab(&["down"]);
-    assert_nothing_left();
+    LAB.assert_nothing_left(4);
     assert!(
         Path::new(DIR).join("control").exists(),
         "down without --purge keeps the control data"
@@ -419,6 +220,6 @@ fn lab_up_serves_services_survives_node_changes_and_goes_down_cleanly() {
         wait_pod_ip(name);
     }
     lab(&["down", "--purge"]);
-    assert_nothing_left();
+    LAB.assert_nothing_left(4);
     assert!(!Path::new(DIR).exists());
 }
