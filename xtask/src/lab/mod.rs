@@ -62,6 +62,12 @@ pub struct LabOpts {
     underlay: String,
     #[arg(long, global = true, hide = true, default_value = "10.99.0.192/27")]
     lb_pool: String,
+    /// Seconds without a heartbeat before a node is Unknown and its endpoints are dropped.
+    #[arg(long, global = true, default_value_t = plan::default_node_grace())]
+    node_grace_seconds: u32,
+    /// Seconds before the pods of an unreachable node are evicted (and replaced elsewhere).
+    #[arg(long, global = true, default_value_t = plan::default_eviction())]
+    eviction_seconds: u32,
 }
 
 #[derive(Subcommand)]
@@ -107,6 +113,8 @@ impl LabOpts {
             service_cidr: self.service_cidr.clone(),
             underlay: self.underlay.clone(),
             lb_pool: self.lb_pool.clone(),
+            node_grace_seconds: self.node_grace_seconds,
+            eviction_seconds: self.eviction_seconds,
         }
     }
 

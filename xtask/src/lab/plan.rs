@@ -88,6 +88,20 @@ pub struct LabPlan {
     pub service_cidr: String,
     pub underlay: String,
     pub lb_pool: String,
+    /// Seconds without a node heartbeat before the node is Unknown (short, so node failure is quick to see).
+    #[serde(default = "default_node_grace")]
+    pub node_grace_seconds: u32,
+    /// Seconds an unreachable node's pods are tolerated before they are evicted.
+    #[serde(default = "default_eviction")]
+    pub eviction_seconds: u32,
+}
+
+pub const fn default_node_grace() -> u32 {
+    10
+}
+
+pub const fn default_eviction() -> u32 {
+    10
 }
 
 /// One node of the plan.
@@ -217,6 +231,8 @@ mod tests {
             service_cidr: "10.96.0.0/16".into(),
             underlay: "10.99.0.0/24".into(),
             lb_pool: "10.99.0.192/27".into(),
+            node_grace_seconds: 10,
+            eviction_seconds: 10,
         }
     }
 
