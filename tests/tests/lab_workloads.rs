@@ -170,6 +170,7 @@ fn assert_traffic_reaches_exactly(pods: &[(String, String, String)]) {
 }
 
 #[test]
+#[ignore = "enabled together with the Deployment, DaemonSet and node lifecycle controllers"]
 fn workloads_follow_scaling_rollouts_node_loss_and_node_joins() {
     let _guard = LAB.fresh();
     LAB.lab(&["up", "--nodes", "3"]);
