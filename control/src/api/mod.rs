@@ -1,5 +1,6 @@
 //! The HTTP API: routing, discovery, CRUD, watch streams and Kubernetes `Status` errors.
 
+pub mod apply;
 pub mod discovery;
 pub mod objects;
 pub mod openapi;

@@ -90,6 +90,7 @@ pub async fn bind(state: &Arc<ApiState>, ctx: &Ctx, body: &[u8]) -> Result<Respo
         query: ctx.query.clone(),
         table: false,
         content_type: ctx.content_type.clone(),
+        user_agent: ctx.user_agent.clone(),
     };
     apply_update(state, &ctx_status, &old_kv, pod).await?;
     Ok(json_response(

@@ -70,6 +70,8 @@ pub struct Ctx {
     pub query: Query,
     pub table: bool,
     pub content_type: String,
+    /// The client's User-Agent (names the field manager when the request gives none).
+    pub user_agent: String,
 }
 
 impl Ctx {
@@ -221,6 +223,11 @@ async fn route(
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("application/json")
+            .to_owned(),
+        user_agent: headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
             .to_owned(),
         path: resource,
     };

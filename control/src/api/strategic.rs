@@ -32,8 +32,38 @@ fn merge_key(field: &str, sample: Option<&Value>) -> Option<&'static str> {
     }
 }
 
+/// The key fields of a list that server-side apply merges as a map (kube's `x-kubernetes-list-map-keys`),
+/// decided like [`merge_key`] from the field name and a sample item.
+pub fn list_map_keys(field: &str, sample: Option<&Value>) -> Option<&'static [&'static str]> {
+    match field {
+        "ports" if sample.is_some_and(|s| s.get("containerPort").is_some()) => {
+            Some(&["containerPort", "protocol"])
+        }
+        "ports" => Some(&["port", "protocol"]),
+        "topologySpreadConstraints" => Some(&["topologyKey", "whenUnsatisfiable"]),
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "env"
+        | "volumes"
+        | "imagePullSecrets"
+        | "resourceClaims" => Some(&["name"]),
+        "volumeMounts" => Some(&["mountPath"]),
+        "volumeDevices" => Some(&["devicePath"]),
+        "conditions" | "addresses" => Some(&["type"]),
+        "hostAliases" => Some(&["ip"]),
+        "ownerReferences" => Some(&["uid"]),
+        _ => None,
+    }
+}
+
+/// The value a list-map key field takes when an item omits it (kube's schema default for the key).
+pub fn key_default(key: &str) -> Option<Value> {
+    (key == "protocol").then(|| json!("TCP"))
+}
+
 /// Lists of scalars that merge as sets.
-const SET_LISTS: &[&str] = &["finalizers"];
+pub const SET_LISTS: &[&str] = &["finalizers"];
 
 /// Applies a strategic merge patch to `target`.
 pub fn apply(target: &mut Value, patch: &Value) {

@@ -6,6 +6,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::Response;
 use serde_json::{Value, json};
 
+use super::apply;
 use super::objects::{self, check_type, normalize, parse_body};
 use super::read::{Filter, list_page};
 use super::router::{ApiState, Ctx, json_response};
@@ -18,12 +19,20 @@ use crate::store::{KeyValue, Revision};
 /// How many times a patch is re-applied when a concurrent write wins the race.
 const PATCH_ATTEMPTS: usize = 5;
 
-/// Applies `fieldValidation` to unknown fields: an error under Strict, warnings otherwise.
-fn field_validation(ctx: &Ctx, unknown: &[String]) -> Result<Vec<String>, ApiError> {
-    if unknown.is_empty() {
+/// Applies `fieldValidation` to unknown and duplicate fields: an error under Strict, warnings otherwise.
+pub(crate) fn field_validation(
+    ctx: &Ctx,
+    unknown: &[String],
+    duplicates: &[String],
+) -> Result<Vec<String>, ApiError> {
+    let messages: Vec<String> = unknown
+        .iter()
+        .map(|f| format!("unknown field {f:?}"))
+        .chain(duplicates.iter().map(|f| format!("duplicate field {f:?}")))
+        .collect();
+    if messages.is_empty() {
         return Ok(Vec::new());
     }
-    let messages: Vec<String> = unknown.iter().map(|f| format!("unknown field {f:?}")).collect();
     match ctx.query.get("fieldValidation") {
         Some("Strict") => Err(ApiError::bad_request(format!(
             "strict decoding error: {}",
@@ -34,7 +43,7 @@ fn field_validation(ctx: &Ctx, unknown: &[String]) -> Result<Vec<String>, ApiErr
     }
 }
 
-fn respond(code: StatusCode, object: &Value, warnings: &[String]) -> Response {
+pub(crate) fn respond(code: StatusCode, object: &Value, warnings: &[String]) -> Response {
     let mut response = json_response(code, object);
     for warning in warnings {
         let text = format!("299 - {:?}", warning);
@@ -76,11 +85,28 @@ async fn ensure_namespace(state: &Arc<ApiState>, ctx: &Ctx) -> Result<(), ApiErr
 }
 /// POST to a collection.
 pub async fn create(state: &Arc<ApiState>, ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
-    let object = parse_body(body)?;
-    create_object(state, ctx, object).await
+    let decoded = decode_body(body)?;
+    create_object(state, ctx, decoded.value, &decoded.duplicates, true).await
 }
 
-async fn create_object(state: &Arc<ApiState>, ctx: &Ctx, mut object: Value) -> Result<Response, ApiError> {
+/// A JSON object body and its duplicate fields.
+fn decode_body(body: &[u8]) -> Result<apply::decode::Decoded, ApiError> {
+    let decoded = apply::decode::json(body)
+        .map_err(|e| ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}")))?;
+    if !decoded.value.is_object() {
+        return Err(ApiError::bad_request("the request body must be a JSON object"));
+    }
+    Ok(decoded)
+}
+
+/// Creates `object`; `record` adds the writer's Update entry to managedFields (apply brings its own).
+pub(crate) async fn create_object(
+    state: &Arc<ApiState>,
+    ctx: &Ctx,
+    mut object: Value,
+    duplicates: &[String],
+    record: bool,
+) -> Result<Response, ApiError> {
     let kind = ctx.kind;
     check_type(kind, &mut object)?;
     if let (Some(url_ns), Some(body_ns)) = (
@@ -93,7 +119,10 @@ async fn create_object(state: &Arc<ApiState>, ctx: &Ctx, mut object: Value) -> R
         ));
     }
     let (mut object, unknown) = normalize(kind, object)?;
-    let warnings = field_validation(ctx, &unknown)?;
+    let warnings = field_validation(ctx, &unknown, duplicates)?;
+    if record {
+        apply::record_update(ctx, None, &mut object);
+    }
     ensure_namespace(state, ctx).await?;
     meta::prepare_create(
         kind,
@@ -181,8 +210,14 @@ pub async fn apply_update(
     {
         return Err(ApiError::conflict(kind, ctx.name()));
     }
+    let applied_managers = new.pointer("/metadata/managedFields").cloned();
     new = merge_subresource(ctx, &old, new);
     meta::prepare_update(kind, &old, &mut new);
+    match applied_managers {
+        // An apply computed its managedFields already (also for /status, whose merge keeps the old metadata).
+        Some(managers) if apply::is_apply(ctx) => new["metadata"]["managedFields"] = managers,
+        _ => apply::record_update(ctx, Some(&old), &mut new),
+    }
     let claims = state
         .registry
         .admit_update(kind, &old, &mut new)
@@ -238,10 +273,11 @@ fn check_name(ctx: &Ctx, object: &Value) -> Result<(), ApiError> {
 
 /// PUT of an object or its status.
 pub async fn update(state: &Arc<ApiState>, ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
-    let mut object = parse_body(body)?;
+    let decoded = decode_body(body)?;
+    let mut object = decoded.value;
     check_type(ctx.kind, &mut object)?;
     let (object, unknown) = normalize(ctx.kind, object)?;
-    let warnings = field_validation(ctx, &unknown)?;
+    let warnings = field_validation(ctx, &unknown, &decoded.duplicates)?;
     check_name(ctx, &object)?;
     let old_kv = load(state, ctx)
         .await?
@@ -265,17 +301,14 @@ pub fn apply_patch(content_type: &str, doc: &mut Value, patch: &Value) -> Result
 
 /// PATCH of an object or its status.
 pub async fn patch(state: &Arc<ApiState>, ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
-    let patch: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
-    let media = ctx.content_type.split(';').next().unwrap_or("").trim().to_owned();
-    let apply = media == "application/apply-patch+yaml";
+    if apply::is_apply(ctx) {
+        return apply::request::apply(state, ctx, body).await;
+    }
+    let decoded =
+        apply::decode::json(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    let patch = decoded.value;
     for attempt in 1..=PATCH_ATTEMPTS {
         let Some(old_kv) = load(state, ctx).await? else {
-            if apply && ctx.path.subresource.is_none() {
-                let mut object = patch.clone();
-                object["metadata"]["name"] = json!(ctx.name());
-                return create_object(state, ctx, object).await;
-            }
             return Err(ApiError::not_found(ctx.kind, ctx.name()));
         };
         let mut doc = objects::from_kv(&old_kv)?;
@@ -289,7 +322,7 @@ pub async fn patch(state: &Arc<ApiState>, ctx: &Ctx, body: &[u8]) -> Result<Resp
         }
         check_type(ctx.kind, &mut doc)?;
         let (doc, unknown) = normalize(ctx.kind, doc)?;
-        let warnings = field_validation(ctx, &unknown)?;
+        let warnings = field_validation(ctx, &unknown, &decoded.duplicates)?;
         check_name(ctx, &doc)?;
         match apply_update(state, ctx, &old_kv, doc).await {
             Err(e) if e.reason == "Conflict" && !pinned && attempt < PATCH_ATTEMPTS => continue,

@@ -1,0 +1,124 @@
+//! Server-side apply and field ownership: field sets, `managedFields`, the apply merge and conflicts.
+
+pub mod decode;
+pub mod fieldset;
+pub mod managed;
+pub mod merge;
+pub mod request;
+pub mod schema;
+
+use serde_json::{Value, json};
+
+use super::router::Ctx;
+use super::status::ApiError;
+use crate::registry::meta;
+use fieldset::Scope;
+use managed::{Conflict, Managers, Operation, Writer};
+
+/// Longest manager name derived from a User-Agent (kube's limit).
+const MAX_AGENT_MANAGER: usize = 128;
+
+/// The manager of a write: `fieldManager`, else the User-Agent's product (`kubectl` of `kubectl/v1.35.0 ...`).
+pub fn manager_name(ctx: &Ctx) -> String {
+    if let Some(manager) = ctx.query.get("fieldManager") {
+        return manager.to_owned();
+    }
+    let product = ctx.user_agent.split('/').next().unwrap_or("").trim();
+    if product.is_empty() {
+        return "unknown".into();
+    }
+    product.chars().take(MAX_AGENT_MANAGER).collect()
+}
+
+/// Which parts of the object a request to this URL writes.
+pub fn scope(ctx: &Ctx) -> Scope {
+    match ctx.path.subresource.as_deref() {
+        Some("status") => Scope::StatusOnly,
+        None | Some("scale")
+            if ctx.kind.subresources.contains(&"status") && ctx.kind.plural != "namespaces" =>
+        {
+            Scope::NoStatus
+        }
+        _ => Scope::All,
+    }
+}
+
+/// Whether the request is a server-side apply (handled by [`request::apply`], which records its own ownership).
+pub fn is_apply(ctx: &Ctx) -> bool {
+    ctx.content_type.split(';').next().unwrap_or("").trim() == "application/apply-patch+yaml"
+        && matches!(ctx.path.subresource.as_deref(), None | Some("status"))
+}
+
+pub fn writer(ctx: &Ctx, operation: Operation) -> Writer {
+    Writer {
+        manager: manager_name(ctx),
+        operation,
+        api_version: ctx.kind.api_version(),
+        subresource: ctx.path.subresource.clone(),
+    }
+}
+
+/// The managers a write starts from: the ones the client sent when valid (`[{}]` resets them), else the stored ones.
+fn base_managers(ctx: &Ctx, old: Option<&Value>, new: &Value) -> Managers {
+    let sent = new.pointer("/metadata/managedFields");
+    if sent
+        .and_then(Value::as_array)
+        .is_some_and(|l| l.len() == 1 && l[0] == json!({}))
+    {
+        return Managers::default();
+    }
+    if ctx.path.subresource.is_none()
+        && let Ok(managers) = Managers::decode(new)
+        && !managers.0.is_empty()
+    {
+        return managers;
+    }
+    old.and_then(|o| Managers::decode(o).ok()).unwrap_or_default()
+}
+
+/// Sets `metadata.managedFields` of `new`, omitted when empty.
+pub fn set_managed(new: &mut Value, managers: &Managers) {
+    if !new.get("metadata").is_some_and(Value::is_object) {
+        new["metadata"] = json!({});
+    }
+    let meta = new["metadata"].as_object_mut().expect("made an object above");
+    if managers.0.is_empty() {
+        meta.remove("managedFields");
+    } else {
+        meta.insert("managedFields".into(), managers.encode());
+    }
+}
+
+/// Records an ordinary create (`old` = `None`), update or patch in `new`'s managedFields.
+pub fn record_update(ctx: &Ctx, old: Option<&Value>, new: &mut Value) {
+    let mut managers = base_managers(ctx, old, new);
+    let empty = json!({});
+    managers.record_update(
+        old.unwrap_or(&empty),
+        new,
+        &writer(ctx, Operation::Update),
+        scope(ctx),
+        &meta::now(),
+    );
+    set_managed(new, &managers);
+}
+
+/// The 409 kube answers to a conflicting apply, one `FieldManagerConflict` cause per field.
+pub fn conflict_error(conflicts: &[Conflict]) -> ApiError {
+    let causes: Vec<Value> = conflicts
+        .iter()
+        .map(|c| {
+            json!({
+                "reason": "FieldManagerConflict",
+                "message": format!("conflict with {}", c.manager),
+                "field": fieldset::display(&c.path),
+            })
+        })
+        .collect();
+    ApiError {
+        code: 409,
+        reason: "Conflict",
+        message: managed::conflict_message(conflicts),
+        details: Some(json!({"causes": causes})),
+    }
+}
