@@ -10,6 +10,7 @@
 pub mod cache;
 pub mod endpointslice;
 pub mod events;
+pub mod gc;
 pub mod namespace;
 pub mod replicaset;
 pub mod selector;
@@ -25,6 +26,7 @@ pub struct ControllerOptions {
     pub endpointslice: bool,
     pub replicaset: bool,
     pub scheduler: bool,
+    pub garbagecollector: bool,
 }
 
 impl Default for ControllerOptions {
@@ -33,12 +35,13 @@ impl Default for ControllerOptions {
             endpointslice: true,
             replicaset: true,
             scheduler: true,
+            garbagecollector: true,
         }
     }
 }
 
 /// Names accepted by [`ControllerOptions::disable`].
-pub const NAMES: &[&str] = &["endpointslice", "replicaset", "scheduler"];
+pub const NAMES: &[&str] = &["endpointslice", "replicaset", "scheduler", "garbagecollector"];
 
 impl ControllerOptions {
     /// Turns one controller off by name.
@@ -47,6 +50,7 @@ impl ControllerOptions {
             "endpointslice" => self.endpointslice = false,
             "replicaset" => self.replicaset = false,
             "scheduler" => self.scheduler = false,
+            "garbagecollector" => self.garbagecollector = false,
             other => return Err(StartError::UnknownController(other.to_owned())),
         }
         Ok(())
@@ -58,7 +62,7 @@ impl ControllerOptions {
 pub enum StartError {
     #[error("building the API client: {0}")]
     Client(String),
-    #[error("unknown controller {0:?}; known: endpointslice, replicaset, scheduler")]
+    #[error("unknown controller {0:?}; known: endpointslice, replicaset, scheduler, garbagecollector")]
     UnknownController(String),
 }
 
@@ -122,6 +126,9 @@ pub fn spawn(client: Client, options: ControllerOptions) -> Controllers {
     }
     if options.scheduler {
         tasks.spawn(crate::scheduler::run(client.clone(), Arc::clone(&caches)));
+    }
+    if options.garbagecollector {
+        tasks.spawn(gc::run(client.clone()));
     }
     Controllers { tasks }
 }

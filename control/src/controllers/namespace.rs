@@ -3,8 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use crate::api::deletion::{self, DeleteOptions, Outcome, Propagation};
 use crate::api::objects;
 use crate::api::router::ApiState;
 use crate::registry::kinds::{self, KINDS};
@@ -14,40 +15,43 @@ use crate::store::ListOptions;
 /// Namespaces that can never be deleted.
 pub const IMMORTAL: &[&str] = &["default", "kube-system", "kube-public"];
 
-/// How often a namespace whose objects still hold finalizers is looked at again.
+/// How often a namespace whose objects are still terminating or held by finalizers is looked at again.
 const RETRY: Duration = Duration::from_secs(1);
 
-/// Deletes the objects of one pass; returns how many are still there (held by finalizers).
+/// Deletes the objects of one pass as a Background DELETE each (pods gracefully, like kube-controller-manager's
+/// namespace controller); returns how many are still there (pods in their grace period, objects held by finalizers).
 async fn sweep(state: &ApiState, namespace: &str) -> Result<usize, crate::store::Error> {
+    let options = DeleteOptions {
+        propagation: Some(Propagation::Background),
+        ..DeleteOptions::default()
+    };
     let mut remaining = 0;
     for kind in KINDS.iter().filter(|k| k.namespaced) {
         let list = state
             .store
             .list(&kind.list_prefix(Some(namespace)), ListOptions::default())
             .await?;
+        let is_pod = kind.plural == "pods" && kind.group.is_empty();
         for kv in list.items {
             let Ok(object) = objects::from_kv(&kv) else {
                 continue;
             };
-            let held = object
-                .pointer("/metadata/finalizers")
-                .and_then(Value::as_array)
-                .is_some_and(|f| !f.is_empty());
-            if !held {
-                if state.store.delete(&kv.key, Some(kv.mod_revision)).await.is_ok() {
-                    state.registry.deleted(kind, &object);
+            match deletion::decide(&object, is_pod, &options, meta::unix_now()) {
+                Outcome::Remove => {
+                    if state.store.delete(&kv.key, Some(kv.mod_revision)).await.is_ok() {
+                        state.registry.deleted(kind, &object);
+                    } else {
+                        remaining += 1;
+                    }
                 }
-                continue;
-            }
-            remaining += 1;
-            if object.pointer("/metadata/deletionTimestamp").is_none() {
-                let mut marked = object;
-                marked["metadata"]["deletionTimestamp"] = json!(meta::now());
-                marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-                let _ = state
-                    .store
-                    .update(&kv.key, objects::to_store(&marked), Some(kv.mod_revision))
-                    .await;
+                Outcome::Mark(marked) => {
+                    remaining += 1;
+                    let _ = state
+                        .store
+                        .update(&kv.key, objects::to_store(&marked), Some(kv.mod_revision))
+                        .await;
+                }
+                Outcome::Pending => remaining += 1,
             }
         }
     }
