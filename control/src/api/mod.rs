@@ -1,6 +1,7 @@
 //! The HTTP API: routing, discovery, CRUD, watch streams and Kubernetes `Status` errors.
 
 pub mod apply;
+pub mod deletion;
 pub mod discovery;
 pub mod objects;
 pub mod openapi;

@@ -277,7 +277,10 @@ async fn route(
             let body = read_body(body, state.options.max_body).await?;
             write::delete(state, &ctx, &body).await
         }
-        (Method::DELETE, false, None) => write::delete_collection(state, &ctx).await,
+        (Method::DELETE, false, None) => {
+            let body = read_body(body, state.options.max_body).await?;
+            write::delete_collection(state, &ctx, &body).await
+        }
         (method, _, _) => Err(ApiError::method_not_allowed(method.as_str())),
     }
 }

@@ -7,6 +7,7 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::apply;
+use super::deletion::{self, DeleteOptions, Outcome};
 use super::objects::{self, check_type, normalize, parse_body};
 use super::read::{Filter, list_page};
 use super::router::{ApiState, Ctx, json_response};
@@ -218,6 +219,7 @@ pub async fn apply_update(
         Some(managers) if apply::is_apply(ctx) => new["metadata"]["managedFields"] = managers,
         _ => apply::record_update(ctx, Some(&old), &mut new),
     }
+    deletion::carry_grace(&old, &mut new);
     let claims = state
         .registry
         .admit_update(kind, &old, &mut new)
@@ -227,11 +229,9 @@ pub async fn apply_update(
         new["metadata"]["resourceVersion"] = json!(old_kv.mod_revision.to_string());
         return Ok(new);
     }
-    let finalizers_done = new
-        .pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
-        .is_none_or(Vec::is_empty);
-    if new.pointer("/metadata/deletionTimestamp").is_some() && finalizers_done {
+    // Namespaces are removed by their finalizer task once empty; others once grace and finalizers are over.
+    let namespace = kind.plural == "namespaces" && kind.group.is_empty();
+    if !namespace && deletion::remove_on_update(&new) {
         state.registry.release(&claims);
         let event = state
             .store
@@ -333,82 +333,110 @@ pub async fn patch(state: &Arc<ApiState>, ctx: &Ctx, body: &[u8]) -> Result<Resp
     Err(ApiError::conflict(ctx.kind, ctx.name()))
 }
 
-/// DELETE of one object: immediate, or marked with deletionTimestamp while finalizers remain.
-pub async fn delete(state: &Arc<ApiState>, ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
-    let options = if body.iter().all(u8::is_ascii_whitespace) {
+/// The DeleteOptions of a request: its body (may be empty) and query parameters.
+fn delete_options(ctx: &Ctx, body: &[u8]) -> Result<DeleteOptions, ApiError> {
+    let body = if body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
         parse_body(body)?
     };
-    let old_kv = load(state, ctx)
-        .await?
-        .ok_or_else(|| ApiError::not_found(ctx.kind, ctx.name()))?;
-    let old = objects::from_kv(&old_kv)?;
-    if let Some(uid) = options.pointer("/preconditions/uid").and_then(Value::as_str) {
-        let actual = old.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
+    DeleteOptions::parse(&body, |k| ctx.query.get(k)).map_err(|e| {
+        let mut err = ApiError::invalid(ctx.kind, ctx.name(), &e);
+        err.message = format!("DeleteOptions is invalid: {}", err.message);
+        err
+    })
+}
+
+fn precondition_failed(ctx: &Ctx, what: &str, wanted: &str, actual: &str) -> ApiError {
+    let mut e = ApiError::conflict(ctx.kind, ctx.name());
+    e.message = format!(
+        "Operation cannot be fulfilled on {} {:?}: Precondition failed: {what} in precondition: {wanted}, {what} in object meta: {actual}",
+        ctx.kind.plural,
+        ctx.name()
+    );
+    e
+}
+
+fn check_preconditions(ctx: &Ctx, options: &DeleteOptions, kv: &KeyValue, object: &Value) -> Result<(), ApiError> {
+    if let Some(uid) = &options.precondition_uid {
+        let actual = object.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
         if uid != actual {
-            let mut e = ApiError::conflict(ctx.kind, ctx.name());
-            e.message = format!(
-                "Operation cannot be fulfilled on {} {:?}: Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}",
-                ctx.kind.plural,
-                ctx.name()
-            );
-            return Err(e);
+            return Err(precondition_failed(ctx, "UID", uid, actual));
         }
     }
-    if let Some(rv) = options
-        .pointer("/preconditions/resourceVersion")
-        .and_then(Value::as_str)
-        && rv != old_kv.mod_revision.to_string()
+    if let Some(rv) = &options.precondition_resource_version
+        && *rv != kv.mod_revision.to_string()
     {
-        let mut e = ApiError::conflict(ctx.kind, ctx.name());
-        e.message = format!(
-            "Operation cannot be fulfilled on {} {:?}: Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-            ctx.kind.plural,
-            ctx.name(),
-            old_kv.mod_revision
-        );
-        return Err(e);
+        return Err(precondition_failed(ctx, "ResourceVersion", rv, &kv.mod_revision.to_string()));
     }
-    if ctx.query.dry_run()
-        || options
-            .get("dryRun")
-            .and_then(Value::as_array)
-            .is_some_and(|d| !d.is_empty())
-    {
-        return Ok(json_response(StatusCode::OK, &old));
-    }
-    if ctx.kind.plural == "namespaces" && ctx.kind.group.is_empty() {
-        return delete_namespace(state, ctx, &old_kv, old).await;
-    }
-    let has_finalizers = old
-        .pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
-        .is_some_and(|f| !f.is_empty());
-    if has_finalizers {
-        if old.pointer("/metadata/deletionTimestamp").is_some() {
-            return Ok(json_response(StatusCode::ACCEPTED, &old));
+    Ok(())
+}
+
+/// Deletes or marks one stored object as the rules in [`deletion`] decide. Returns the object as the client
+/// sees it afterwards and whether it is gone from storage.
+pub async fn delete_stored(
+    state: &ApiState,
+    kind: &'static Kind,
+    kv: &KeyValue,
+    options: &DeleteOptions,
+) -> Result<(Value, bool), ApiError> {
+    let object = objects::from_kv(kv)?;
+    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let is_pod = kind.plural == "pods" && kind.group.is_empty();
+    match deletion::decide(&object, is_pod, options, meta::unix_now()) {
+        _ if options.dry_run => Ok((object, false)),
+        Outcome::Pending => Ok((object, false)),
+        Outcome::Mark(marked) => {
+            let kv = state
+                .store
+                .update(&kv.key, objects::to_store(&marked), Some(kv.mod_revision))
+                .await
+                .map_err(|e| ApiError::from_store(e, kind, name))?;
+            Ok((objects::from_kv(&kv)?, false))
         }
-        let mut marked = old.clone();
-        marked["metadata"]["deletionTimestamp"] = json!(meta::now());
-        marked["metadata"]["deletionGracePeriodSeconds"] = json!(0);
-        let kv = state
-            .store
-            .update(&old_kv.key, objects::to_store(&marked), Some(old_kv.mod_revision))
-            .await
-            .map_err(|e| ApiError::from_store(e, ctx.kind, ctx.name()))?;
-        return Ok(json_response(StatusCode::ACCEPTED, &objects::from_kv(&kv)?));
+        Outcome::Remove => {
+            let event = state
+                .store
+                .delete(&kv.key, Some(kv.mod_revision))
+                .await
+                .map_err(|e| ApiError::from_store(e, kind, name))?;
+            state.registry.deleted(kind, &object);
+            Ok((objects::from_store(&event.kv.value, event.revision)?, true))
+        }
     }
-    let event = state
-        .store
-        .delete(&old_kv.key, Some(old_kv.mod_revision))
-        .await
-        .map_err(|e| ApiError::from_store(e, ctx.kind, ctx.name()))?;
-    state.registry.deleted(ctx.kind, &old);
-    Ok(json_response(
-        StatusCode::OK,
-        &objects::from_store(&event.kv.value, event.revision)?,
-    ))
+}
+
+/// DELETE of one object: removed now, or marked with deletionTimestamp while its grace period or finalizers last.
+pub async fn delete(state: &Arc<ApiState>, ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
+    let options = delete_options(ctx, body)?;
+    for attempt in 1..=PATCH_ATTEMPTS {
+        let old_kv = load(state, ctx)
+            .await?
+            .ok_or_else(|| ApiError::not_found(ctx.kind, ctx.name()))?;
+        let old = objects::from_kv(&old_kv)?;
+        check_preconditions(ctx, &options, &old_kv, &old)?;
+        if ctx.kind.plural == "namespaces" && ctx.kind.group.is_empty() {
+            if options.dry_run {
+                return Ok(json_response(StatusCode::OK, &old));
+            }
+            return delete_namespace(state, ctx, &old_kv, old).await;
+        }
+        match delete_stored(state, ctx.kind, &old_kv, &options).await {
+            // A concurrent write (a status update, a finalizer removed) won: decide again on the new state.
+            Err(e) if e.reason == "Conflict" && attempt < PATCH_ATTEMPTS => continue,
+            Err(e) => return Err(e),
+            Ok((object, gone)) => {
+                // Like kube-apiserver: 202 only when the client asked for cascading with orphanDependents=false.
+                let code = if !gone && options.orphan_dependents == Some(false) {
+                    StatusCode::ACCEPTED
+                } else {
+                    StatusCode::OK
+                };
+                return Ok(json_response(code, &object));
+            }
+        }
+    }
+    Err(ApiError::conflict(ctx.kind, ctx.name()))
 }
 
 /// Namespaces go Terminating; a background task empties and then removes them.
@@ -439,11 +467,12 @@ async fn delete_namespace(
     Ok(json_response(StatusCode::OK, &objects::from_kv(&kv)?))
 }
 
-/// DELETE of a collection (with label/field selectors).
-pub async fn delete_collection(state: &Arc<ApiState>, ctx: &Ctx) -> Result<Response, ApiError> {
+/// DELETE of a collection (with label/field selectors): each object as a single DELETE with the same options.
+pub async fn delete_collection(state: &Arc<ApiState>, ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
     if !ctx.kind.verbs.contains(&"deletecollection") {
         return Err(ApiError::method_not_allowed("deletecollection"));
     }
+    let options = delete_options(ctx, body)?;
     let filter = Filter::from_ctx(ctx)?;
     let page = list_page(state, ctx, &filter).await?;
     let mut deleted = Vec::new();
@@ -454,13 +483,12 @@ pub async fn delete_collection(state: &Arc<ApiState>, ctx: &Ctx) -> Result<Respo
             .and_then(Value::as_str)
             .unwrap_or_default();
         let key = ctx.kind.key(ns, name);
-        let rv = object
-            .pointer("/metadata/resourceVersion")
-            .and_then(Value::as_str)
-            .and_then(|r| r.parse().ok());
-        if let Ok(event) = state.store.delete(&key, rv).await {
-            state.registry.deleted(ctx.kind, &object);
-            deleted.push(objects::from_store(&event.kv.value, event.revision)?);
+        // Objects that changed or went away since the list are skipped, as kube-apiserver does.
+        let Ok(Some(kv)) = state.store.get(&key).await else {
+            continue;
+        };
+        if let Ok((object, _)) = delete_stored(state, ctx.kind, &kv, &options).await {
+            deleted.push(object);
         }
     }
     let list = json!({
