@@ -154,3 +154,13 @@ pub async fn ensure(
     let slices = kinds::find("discovery.k8s.io", "v1", "endpointslices").expect("endpointslices are served");
     reconcile(store, registry, slices, default, slice, &["/endpoints", "/ports"]).await
 }
+
+/// Creates the default ClusterRoles and ClusterRoleBindings that are missing (kube-apiserver's bootstrap
+/// policy); existing ones are left as they are.
+pub async fn ensure_rbac(store: &dyn Store, registry: &Registry) -> Result<(), store::Error> {
+    for (plural, object) in crate::auth::rbac::defaults::objects() {
+        let kind = kinds::find("rbac.authorization.k8s.io", "v1", plural).expect("RBAC kinds are served");
+        create_if_missing(store, registry, kind, None, object).await?;
+    }
+    Ok(())
+}

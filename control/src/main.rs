@@ -8,7 +8,7 @@ use clap::Parser;
 use control::api::router::ApiOptions;
 use control::registry::RegistryConfig;
 use control::registry::alloc::{Ipv4Cidr, parse_port_range};
-use control::server::{self, Security, ServerConfig};
+use control::server::{self, AuthorizationMode, Security, ServerConfig};
 use control::store::embedded::EmbeddedOptions;
 use control::store::etcd::EtcdOptions;
 
@@ -55,6 +55,9 @@ struct Args {
     /// Revisions of watch history to keep before compacting.
     #[arg(long, default_value_t = 50_000)]
     history_limit: u64,
+    /// How authenticated requests are authorized: `RBAC` (roles and bindings) or `AlwaysAllow`.
+    #[arg(long, default_value = "RBAC", value_parser = ["RBAC", "AlwaysAllow"])]
+    authorization_mode: String,
     /// Turn off a built-in controller (repeatable): endpointslice, replicaset, scheduler.
     #[arg(long = "disable-controller", value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(control::controllers::NAMES))]
     disable_controllers: Vec<String>,
@@ -123,6 +126,10 @@ async fn main() -> anyhow::Result<()> {
         etcd,
         security,
         advertise_address: args.advertise_address.as_deref().and_then(|a| a.parse().ok()),
+        authorization: match args.authorization_mode.as_str() {
+            "AlwaysAllow" => AuthorizationMode::AlwaysAllow,
+            _ => AuthorizationMode::Rbac,
+        },
     };
     let running = server::start(config).await.context("starting skiff-control")?;
     if let Some(path) = &args.kubeconfig_out {

@@ -18,6 +18,10 @@ use tower::ServiceExt;
 
 use crate::api::router::{ApiOptions, ApiState, router};
 use crate::auth::pki::{self, Pki};
+use crate::auth::authn::ServiceAccountTokens;
+use crate::auth::rbac::RbacAuthorizer;
+use crate::auth::serviceaccounts::{self, ServiceAccountIndex};
+use crate::auth::tokens::{TokenError, TokenIssuer};
 use crate::auth::{AllowAll, AuthenticatedIsAdmin, Authenticator, Authorizer, PeerUser, UserInfo};
 use crate::bootstrap;
 use crate::registry::{Registry, RegistryConfig};
@@ -54,6 +58,18 @@ pub enum StartError {
     Pki(#[from] pki::PkiError),
     #[error("configuring TLS: {0}")]
     Tls(String),
+    #[error("preparing the ServiceAccount token key: {0}")]
+    Tokens(#[from] TokenError),
+}
+
+/// How authenticated requests are authorized (with TLS; plain-HTTP test servers allow everything).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthorizationMode {
+    /// Roles and bindings from rbac.authorization.k8s.io (kube-apiserver's `--authorization-mode RBAC`).
+    #[default]
+    Rbac,
+    /// Every authenticated user may do everything.
+    AlwaysAllow,
 }
 
 /// How clients connect.
@@ -80,6 +96,7 @@ pub struct ServerConfig {
     /// Address published in the `kubernetes` Service's endpoints [default: the listen address, or
     /// 127.0.0.1 when listening on all addresses].
     pub advertise_address: Option<std::net::IpAddr>,
+    pub authorization: AuthorizationMode,
 }
 
 impl ServerConfig {
@@ -94,6 +111,7 @@ impl ServerConfig {
             etcd: None,
             security: Security::InsecureLoopback,
             advertise_address: None,
+            authorization: AuthorizationMode::Rbac,
         }
     }
 }
@@ -260,6 +278,15 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
     bootstrap::ensure(&*store, &registry, advertise, addr.port())
         .await
         .map_err(StartError::Bootstrap)?;
+    bootstrap::ensure_rbac(&*store, &registry)
+        .await
+        .map_err(StartError::Bootstrap)?;
+    // Tasks that live as long as the server: store mirrors, the default ServiceAccount controller, compaction.
+    let mut tasks = JoinSet::new();
+    let accounts = Arc::new(ServiceAccountIndex::default());
+    serviceaccounts::start(Arc::clone(&store), Arc::clone(&accounts), &mut tasks)
+        .await
+        .map_err(StartError::Bootstrap)?;
 
     let (pki, tls, authn, authz): (_, _, _, Box<dyn Authorizer>) = match &config.security {
         Security::Tls { hosts } => {
@@ -277,22 +304,32 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
             names.push(advertise.to_string());
             names.sort();
             names.dedup();
-            let pki = pki::load_or_create(&config.data_dir.join("pki"), &names)?;
+            let pki_dir = config.data_dir.join("pki");
+            let pki = pki::load_or_create(&pki_dir, &names)?;
             let tls = tls_acceptor(&pki)?;
             let mut authn = Authenticator::new(false);
             authn.add_token(&pki.admin_token, "admin", &["system:masters"]);
-            (Some(pki), Some(tls), authn, Box::new(AuthenticatedIsAdmin))
+            authn.set_service_accounts(ServiceAccountTokens {
+                issuer: Arc::new(TokenIssuer::load_or_create(&pki_dir)?),
+                accounts: Arc::clone(&accounts),
+            });
+            let authz: Box<dyn Authorizer> = match config.authorization {
+                AuthorizationMode::Rbac => Box::new(
+                    RbacAuthorizer::start(Arc::clone(&store), &mut tasks)
+                        .await
+                        .map_err(StartError::Bootstrap)?,
+                ),
+                AuthorizationMode::AlwaysAllow => Box::new(AuthenticatedIsAdmin),
+            };
+            (Some(pki), Some(tls), authn, authz)
         }
         Security::InsecureLoopback => (None, None, Authenticator::new(true), Box::new(AllowAll)),
     };
-    let background = Arc::new(std::sync::Mutex::new(JoinSet::new()));
     if let Some(etcd) = etcd_store {
         let keep = config.store.history_limit;
-        background
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .spawn(etcd.run_compactor(ETCD_COMPACTION_INTERVAL, keep));
+        tasks.spawn(etcd.run_compactor(ETCD_COMPACTION_INTERVAL, keep));
     }
+    let background = Arc::new(std::sync::Mutex::new(tasks));
     let state = Arc::new(ApiState {
         store: Arc::clone(&store),
         registry,

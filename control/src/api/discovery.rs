@@ -175,6 +175,7 @@ fn subresource(kind: &Kind, sub: &str) -> Value {
             &["get", "patch", "update"],
         ),
         "binding" => ("Binding", None, None, &["create"]),
+        "token" => ("TokenRequest", Some("authentication.k8s.io"), Some("v1"), &["create"]),
         "log" => ("Pod", None, None, &["get"]),
         "finalize" => (kind.kind, None, None, &["update"]),
         _ => (kind.kind, None, None, &["get", "patch", "update"]),
@@ -285,7 +286,15 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["apps", "discovery.k8s.io", "coordination.k8s.io", "events.k8s.io"]
+            [
+                "apps",
+                "discovery.k8s.io",
+                "coordination.k8s.io",
+                "events.k8s.io",
+                "rbac.authorization.k8s.io",
+                "authorization.k8s.io",
+                "authentication.k8s.io"
+            ]
         );
         let deploy = &groups["items"][0]["versions"][0]["resources"][0];
         let scale = deploy["subresources"]
@@ -308,7 +317,15 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["apps", "discovery.k8s.io", "coordination.k8s.io", "events.k8s.io"]
+            [
+                "apps",
+                "discovery.k8s.io",
+                "coordination.k8s.io",
+                "events.k8s.io",
+                "rbac.authorization.k8s.io",
+                "authorization.k8s.io",
+                "authentication.k8s.io"
+            ]
         );
         let apps = resource_list("apps", "v1").unwrap();
         let scale = apps["resources"]

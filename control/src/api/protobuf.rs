@@ -25,17 +25,17 @@ pub enum Error {
     UnsupportedKind(String),
 }
 
-type Result<T> = std::result::Result<T, Error>;
+pub(crate) type Result<T> = std::result::Result<T, Error>;
 
 /// One field of a protobuf message: its number and either a varint or a length-delimited payload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Field<'a> {
+pub(crate) enum Field<'a> {
     Varint(u64),
     Bytes(&'a [u8]),
 }
 
 /// Splits a message into its fields, in wire order.
-fn fields(mut buf: &[u8]) -> Result<Vec<(u64, Field<'_>)>> {
+pub(crate) fn fields(mut buf: &[u8]) -> Result<Vec<(u64, Field<'_>)>> {
     let mut out = Vec::new();
     while !buf.is_empty() {
         let tag = varint(&mut buf)?;
@@ -78,12 +78,12 @@ fn varint(buf: &mut &[u8]) -> Result<u64> {
     Err(Error::Malformed("varint too long"))
 }
 
-fn text(bytes: &[u8]) -> Result<String> {
+pub(crate) fn text(bytes: &[u8]) -> Result<String> {
     String::from_utf8(bytes.to_vec()).map_err(|_| Error::Malformed("string is not UTF-8"))
 }
 
 /// A `map<string, V>` entry {key = 1, value = 2}.
-fn entry(bytes: &[u8]) -> Result<(String, &[u8])> {
+pub(crate) fn entry(bytes: &[u8]) -> Result<(String, &[u8])> {
     let (mut key, mut value) = (String::new(), &[][..]);
     for (n, f) in fields(bytes)? {
         match (n, f) {
@@ -109,7 +109,7 @@ fn bytes_map(map: &mut BTreeMap<String, String>, bytes: &[u8]) -> Result<()> {
 
 /// ObjectMeta: the fields clients set on creation (name, generateName, namespace, labels, annotations,
 /// finalizers). Server-owned fields are ignored, as the server sets them anyway.
-fn object_meta(bytes: &[u8]) -> Result<Value> {
+pub(crate) fn object_meta(bytes: &[u8]) -> Result<Value> {
     let mut meta = Map::new();
     let (mut labels, mut annotations, mut finalizers) = (BTreeMap::new(), BTreeMap::new(), Vec::new());
     for (n, f) in fields(bytes)? {
@@ -318,7 +318,11 @@ pub fn to_json(body: &[u8]) -> Result<Value> {
         ("v1", "ConfigMap") => config_map(raw, &mut obj)?,
         ("v1", "Secret") => secret(raw, &mut obj)?,
         ("apps/v1", "Deployment") => deployment(raw, &mut obj)?,
-        _ => return Err(Error::UnsupportedKind(format!("{api_version}/{kind}"))),
+        _ => {
+            if !crate::auth::protobuf::decode(&api_version, &kind, raw, &mut obj)? {
+                return Err(Error::UnsupportedKind(format!("{api_version}/{kind}")));
+            }
+        }
     }
     Ok(Value::Object(obj))
 }

@@ -14,7 +14,7 @@ use super::path::{self, ResourcePath, Route};
 use super::query::{Query, wants_table};
 use super::status::ApiError;
 use super::{discovery, objects, pods, protobuf, read, scale, watch, write};
-use crate::auth::{Attributes, Authenticator, Authorizer, PeerUser};
+use crate::auth::{Attributes, Authenticator, Authorizer, PeerUser, UserInfo, attributes, impersonate, reviews};
 use crate::registry::Registry;
 use crate::registry::kinds::{self, Kind};
 use crate::store::Store;
@@ -104,10 +104,11 @@ async fn dispatch(State(state): State<Arc<ApiState>>, request: Request) -> Respo
     let started = std::time::Instant::now();
     let method = parts.method.clone();
     let uri = parts.uri.clone();
-    if let Err(err) = check_access(&state, &parts) {
-        return err.into_response();
-    }
-    let response = match route(&state, parts.method, &parts.uri, &parts.headers, body).await {
+    let user = match check_access(&state, &parts) {
+        Ok(user) => user,
+        Err(err) => return err.into_response(),
+    };
+    let response = match route(&state, &user, parts.method, &parts.uri, &parts.headers, body).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
     };
@@ -124,56 +125,24 @@ fn require_json(ctx: &Ctx) -> Result<(), ApiError> {
     }
 }
 
-/// The Kubernetes verb of a request (for authorization).
-fn verb(method: &Method, route: &Route, query: Option<&str>) -> &'static str {
-    let (named, watch) = match route {
-        Route::Resource(r) => (r.name.is_some(), Query::parse(query).flag("watch")),
-        _ => (true, false),
-    };
-    match *method {
-        Method::GET | Method::HEAD if watch => "watch",
-        Method::GET | Method::HEAD if named => "get",
-        Method::GET | Method::HEAD => "list",
-        Method::POST => "create",
-        Method::PUT => "update",
-        Method::PATCH => "patch",
-        Method::DELETE if named => "delete",
-        Method::DELETE => "deletecollection",
-        _ => "unknown",
-    }
-}
-
-/// Authenticates (401) and authorizes (403) a request; health probes are open to everyone.
-fn check_access(state: &ApiState, parts: &axum::http::request::Parts) -> Result<(), ApiError> {
-    let route = path::parse(parts.uri.path());
-    if route == Route::Health {
-        return Ok(());
+/// Authenticates (401), applies impersonation and authorizes (403) a request; health probes are open to
+/// everyone. Returns the user the request acts as.
+fn check_access(state: &ApiState, parts: &axum::http::request::Parts) -> Result<UserInfo, ApiError> {
+    if path::parse(parts.uri.path()) == Route::Health {
+        return Ok(UserInfo::anonymous());
     }
     let peer = parts.extensions.get::<PeerUser>();
     let user = state
         .authn
         .authenticate(&parts.headers, peer)
         .ok_or_else(ApiError::unauthorized)?;
-    let resource = match &route {
-        Route::Resource(r) => Some(r),
-        _ => None,
-    };
-    let attributes = Attributes {
-        verb: verb(&parts.method, &route, parts.uri.query()),
-        path: parts.uri.path(),
-        resource: resource.map(|r| r.plural.as_str()),
-        namespace: resource.and_then(|r| r.namespace.as_deref()),
-    };
-    state.authz.authorize(&user, &attributes).map_err(|why| {
-        let target = match attributes.resource {
-            Some(resource) => format!("resource {resource:?}"),
-            None => format!("path {:?}", attributes.path),
-        };
-        ApiError::forbidden(format!(
-            "User {:?} cannot {} {target}: {why}",
-            user.name, attributes.verb
-        ))
-    })
+    let user = impersonate::apply(user, &parts.headers, &*state.authz)?;
+    let attrs = Attributes::from_request(&parts.method, parts.uri.path(), parts.uri.query());
+    state
+        .authz
+        .authorize(&user, &attrs)
+        .map_err(|reason| attributes::forbidden(&user, &attrs, &reason))?;
+    Ok(user)
 }
 
 /// A create or update body as JSON: JSON as is, Kubernetes protobuf converted (kubectl's generators send it).
@@ -200,6 +169,7 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
 
 async fn route(
     state: &Arc<ApiState>,
+    user: &UserInfo,
     method: Method,
     uri: &axum::http::Uri,
     headers: &HeaderMap,
@@ -238,7 +208,18 @@ async fn route(
     }
     let named = ctx.path.name.is_some();
     let sub = ctx.path.subresource.clone();
+    if reviews::is_review(kind) {
+        if method != Method::POST || named {
+            return Err(ApiError::method_not_allowed(method.as_str()));
+        }
+        let body = json_body(&ctx, read_body(body, state.options.max_body).await?)?;
+        return reviews::create(state, &ctx, user, &body);
+    }
     match (method, named, sub.as_deref()) {
+        (Method::POST, true, Some("token")) if kind.plural == "serviceaccounts" => {
+            let body = json_body(&ctx, read_body(body, state.options.max_body).await?)?;
+            reviews::token_request(state, &ctx, &body).await
+        }
         (Method::GET, false, None) if ctx.query.flag("watch") => watch::serve(state, &ctx).await,
         (Method::GET, false, None) => read::list(state, &ctx).await,
         (Method::GET, true, None | Some("status")) => read::get(state, &ctx).await,

@@ -32,7 +32,7 @@ pub struct Pki {
     pub admin_token: String,
 }
 
-fn read(path: &Path) -> Result<Option<String>, PkiError> {
+pub(crate) fn read(path: &Path) -> Result<Option<String>, PkiError> {
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(Some(text)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -43,7 +43,7 @@ fn read(path: &Path) -> Result<Option<String>, PkiError> {
     }
 }
 
-fn write(path: &Path, text: &str, secret: bool) -> Result<(), PkiError> {
+pub(crate) fn write(path: &Path, text: &str, secret: bool) -> Result<(), PkiError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let io = |source| PkiError::Io {
@@ -159,7 +159,65 @@ pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Pki, PkiError> {
     })
 }
 
+/// A client certificate for `user` in `groups` (CN and O), signed by the CA in `dir`: PEM certificate and key.
+/// Node agents get `system:node:<name>` in `system:nodes`; other users whatever their bindings name.
+pub fn issue_client_certificate(
+    dir: &Path,
+    user: &str,
+    groups: &[&str],
+) -> Result<(String, String), PkiError> {
+    let missing = |path: &Path| PkiError::Io {
+        path: path.to_owned(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no CA yet: start skiff-control once",
+        ),
+    };
+    let key_path = dir.join("ca.key");
+    let ca_key = read(&key_path)?.ok_or_else(|| missing(&key_path))?;
+    let issuer = Issuer::new(ca_params(), KeyPair::from_pem(&ca_key)?);
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    for group in groups {
+        params.distinguished_name.push(DnType::OrganizationName, *group);
+    }
+    params.distinguished_name.push(DnType::CommonName, user);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
 impl Pki {
+    /// A kubeconfig for `server` that authenticates with a bearer token.
+    pub fn token_kubeconfig(&self, server: &str, user: &str, token: &str) -> String {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server}\n    \
+             certificate-authority-data: {}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    \
+             user: {user}\n    namespace: default\ncurrent-context: skiff\nusers:\n- name: {user}\n  user:\n    \
+             token: {token}\n",
+            b64(&self.ca_cert_pem),
+        )
+    }
+
+    /// A kubeconfig for `server` with the CA and a client certificate (PEM) for `user`.
+    pub fn certificate_kubeconfig(&self, server: &str, user: &str, cert_pem: &str, key_pem: &str) -> String {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server}\n    \
+             certificate-authority-data: {}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    \
+             user: {user:?}\n    namespace: default\ncurrent-context: skiff\nusers:\n- name: {user:?}\n  user:\n    \
+             client-certificate-data: {}\n    client-key-data: {}\n",
+            b64(&self.ca_cert_pem),
+            b64(cert_pem),
+            b64(key_pem),
+        )
+    }
+
     /// An admin kubeconfig for `server` (an https URL) with the CA and the admin client certificate.
     pub fn kubeconfig(&self, server: &str) -> String {
         let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
@@ -199,5 +257,11 @@ mod tests {
         let kubeconfig = first.kubeconfig("https://127.0.0.1:6443");
         assert!(kubeconfig.contains("certificate-authority-data: LS0t"));
         assert!(kubeconfig.contains("client-key-data: LS0t"));
+        use rustls::pki_types::pem::PemObject;
+        let (cert, _) = issue_client_certificate(dir.path(), "system:node:n1", &["system:nodes"]).unwrap();
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+        let user = crate::auth::UserInfo::from_certificate(&der).unwrap();
+        assert_eq!(user.name, "system:node:n1");
+        assert!(user.in_group("system:nodes"));
     }
 }

@@ -1,6 +1,6 @@
 //! The table of served resource kinds: names, scope, verbs and the typed (k8s-openapi) schema of each.
 
-use k8s_openapi::api::{apps, coordination, core, discovery, events};
+use k8s_openapi::api::{apps, authentication, authorization, coordination, core, discovery, events, rbac};
 use k8s_openapi::schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::Value;
 
@@ -82,6 +82,7 @@ const ALL_VERBS: &[&str] = &[
 ];
 const NS_VERBS: &[&str] = &["create", "delete", "get", "list", "patch", "update", "watch"];
 const ALL: &[&str] = &["all"];
+const CREATE: &[&str] = &["create"];
 
 macro_rules! kind {
     ($group:expr, $version:expr, $ty:ty, $kind:expr, $plural:expr, $singular:expr, $ns:expr,
@@ -123,7 +124,7 @@ pub static KINDS: &[Kind] = &[
     kind!("", "v1", core::v1::Event, "Event", "events", "event", true,
         short: &["ev"], cat: &[], verbs: ALL_VERBS, sub: &[]),
     kind!("", "v1", core::v1::ServiceAccount, "ServiceAccount", "serviceaccounts", "serviceaccount", true,
-        short: &["sa"], cat: &[], verbs: ALL_VERBS, sub: &[]),
+        short: &["sa"], cat: &[], verbs: ALL_VERBS, sub: &["token"]),
     kind!("apps", "v1", apps::v1::Deployment, "Deployment", "deployments", "deployment", true,
         short: &["deploy"], cat: ALL, verbs: ALL_VERBS, sub: &["status", "scale"]),
     kind!("apps", "v1", apps::v1::ReplicaSet, "ReplicaSet", "replicasets", "replicaset", true,
@@ -136,6 +137,25 @@ pub static KINDS: &[Kind] = &[
         short: &[], cat: &[], verbs: ALL_VERBS, sub: &[]),
     kind!("events.k8s.io", "v1", events::v1::Event, "Event", "events", "event", true,
         short: &["ev"], cat: &[], verbs: ALL_VERBS, sub: &[]),
+    kind!("rbac.authorization.k8s.io", "v1", rbac::v1::ClusterRole, "ClusterRole", "clusterroles",
+        "clusterrole", false, short: &[], cat: &[], verbs: ALL_VERBS, sub: &[]),
+    kind!("rbac.authorization.k8s.io", "v1", rbac::v1::ClusterRoleBinding, "ClusterRoleBinding",
+        "clusterrolebindings", "clusterrolebinding", false, short: &[], cat: &[], verbs: ALL_VERBS, sub: &[]),
+    kind!("rbac.authorization.k8s.io", "v1", rbac::v1::Role, "Role", "roles", "role", true,
+        short: &[], cat: &[], verbs: ALL_VERBS, sub: &[]),
+    kind!("rbac.authorization.k8s.io", "v1", rbac::v1::RoleBinding, "RoleBinding", "rolebindings",
+        "rolebinding", true, short: &[], cat: &[], verbs: ALL_VERBS, sub: &[]),
+    // Reviews: create-only, answered by the auth module and never stored.
+    kind!("authorization.k8s.io", "v1", authorization::v1::SelfSubjectAccessReview, "SelfSubjectAccessReview",
+        "selfsubjectaccessreviews", "selfsubjectaccessreview", false, short: &[], cat: &[], verbs: CREATE, sub: &[]),
+    kind!("authorization.k8s.io", "v1", authorization::v1::SelfSubjectRulesReview, "SelfSubjectRulesReview",
+        "selfsubjectrulesreviews", "selfsubjectrulesreview", false, short: &[], cat: &[], verbs: CREATE, sub: &[]),
+    kind!("authorization.k8s.io", "v1", authorization::v1::SubjectAccessReview, "SubjectAccessReview",
+        "subjectaccessreviews", "subjectaccessreview", false, short: &[], cat: &[], verbs: CREATE, sub: &[]),
+    kind!("authentication.k8s.io", "v1", authentication::v1::TokenReview, "TokenReview", "tokenreviews",
+        "tokenreview", false, short: &[], cat: &[], verbs: CREATE, sub: &[]),
+    kind!("authentication.k8s.io", "v1", authentication::v1::SelfSubjectReview, "SelfSubjectReview",
+        "selfsubjectreviews", "selfsubjectreview", false, short: &[], cat: &[], verbs: CREATE, sub: &[]),
 ];
 
 /// The served group-versions in discovery order (core first).
@@ -191,6 +211,7 @@ mod tests {
         let gvs = group_versions();
         assert_eq!(gvs[0], ("", "v1"));
         assert!(gvs.contains(&("apps", "v1")));
-        assert_eq!(gvs.len(), 5);
+        assert_eq!(gvs.len(), 8);
+        assert!(gvs.contains(&("rbac.authorization.k8s.io", "v1")));
     }
 }

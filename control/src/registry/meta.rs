@@ -5,7 +5,7 @@ use rand::Rng;
 use serde_json::{Value, json};
 
 use super::kinds::Kind;
-use super::validation::{FieldError, dns1035_label, dns1123_label, dns1123_subdomain};
+use super::validation::{FieldError, dns1035_label, dns1123_label, dns1123_subdomain, path_segment_name};
 
 /// Characters kube-apiserver uses for generateName suffixes (no vowels, no confusable digits).
 const SUFFIX_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -50,6 +50,7 @@ fn name_rule(kind: &Kind) -> fn(&str) -> Option<String> {
     match kind.plural {
         "namespaces" => dns1123_label,
         "services" => dns1035_label,
+        "roles" | "clusterroles" | "rolebindings" | "clusterrolebindings" => path_segment_name,
         _ => dns1123_subdomain,
     }
 }

@@ -120,6 +120,20 @@ pub fn dns1123_subdomain(name: &str) -> Option<String> {
     })
 }
 
+/// kube-apiserver's rule for names that only need to be one URL path segment (RBAC roles and bindings,
+/// whose names carry colons like `system:node`).
+pub fn path_segment_name(name: &str) -> Option<String> {
+    if name == "." || name == ".." {
+        return Some(format!("may not be '{name}'"));
+    }
+    for bad in ["/", "%"] {
+        if name.contains(bad) {
+            return Some(format!("may not contain '{bad}'"));
+        }
+    }
+    None
+}
+
 /// Checks a DNS-1123 label (namespaces, ports' names): at most 63 characters, no dots.
 pub fn dns1123_label(name: &str) -> Option<String> {
     let ok = !name.is_empty() && name.len() <= 63 && label_chars_ok(name);
@@ -193,6 +207,9 @@ mod tests {
 
     #[test]
     fn names() {
+        assert_eq!(path_segment_name("system:node"), None);
+        assert!(path_segment_name("a/b").is_some());
+        assert!(path_segment_name("..").is_some());
         assert!(dns1123_subdomain("web.example-1").is_none());
         assert!(dns1123_subdomain("Web").is_some());
         assert!(dns1123_subdomain("-a").is_some());

@@ -1,0 +1,308 @@
+//! RBAC with a real kubectl against an HTTPS server: default roles, a `view` user who can read but not
+//! write (kube's 403 wording), `kubectl auth can-i` with and without `--as`, `auth whoami`, and bindings
+//! whose creation and deletion take effect.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use control::auth::pki;
+use control::server::{Running, Security, ServerConfig, start};
+
+struct Cluster {
+    srv: Running,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("skiff-ctl-rbac-")
+            .tempdir()
+            .unwrap();
+        let mut config = ServerConfig::for_tests(dir.path().to_path_buf());
+        config.security = Security::Tls { hosts: vec![] };
+        let srv = start(config).await.expect("TLS server starts");
+        Self { srv, dir }
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn admin(&self) -> PathBuf {
+        self.write(
+            "admin.kubeconfig",
+            &self.srv.pki.as_ref().unwrap().kubeconfig(&self.srv.url()),
+        )
+    }
+
+    /// A kubeconfig with a client certificate for `user` in `groups`.
+    fn user(&self, user: &str, groups: &[&str]) -> PathBuf {
+        let (cert, key) = pki::issue_client_certificate(&self.dir.path().join("pki"), user, groups).unwrap();
+        let text = self
+            .srv
+            .pki
+            .as_ref()
+            .unwrap()
+            .certificate_kubeconfig(&self.srv.url(), user, &cert, &key);
+        self.write(&format!("{}.kubeconfig", user.replace(':', "_")), &text)
+    }
+
+    async fn kubectl(&self, config: &Path, args: &[&str]) -> Output {
+        let mut cmd = Command::new(common::kubectl::kubectl());
+        cmd.args(["--request-timeout=10s", "--kubeconfig"])
+            .arg(config)
+            .args(args)
+            .env("HOME", self.dir.path());
+        tokio::task::spawn_blocking(move || cmd.output().expect("run kubectl"))
+            .await
+            .unwrap()
+    }
+
+    async fn ok(&self, config: &Path, args: &[&str]) -> String {
+        let out = self.kubectl(config, args).await;
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs kubectl until it succeeds (policy changes reach the authorizer through a watch), at most 10 s.
+    async fn eventually_ok(&self, config: &Path, args: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = self.kubectl(config, args).await;
+            if out.status.success() {
+                return String::from_utf8(out.stdout).unwrap();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kubectl {args:?} kept failing: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn fails(&self, config: &Path, args: &[&str]) -> String {
+        let out = self.kubectl(config, args).await;
+        assert!(!out.status.success(), "kubectl {args:?} unexpectedly succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_roles_exist_and_admin_is_cluster_admin() {
+    let c = Cluster::start().await;
+    let admin = c.admin();
+    let roles = c.ok(&admin, &["get", "clusterroles", "-o", "name"]).await;
+    for role in [
+        "cluster-admin",
+        "admin",
+        "edit",
+        "view",
+        "system:node",
+        "system:discovery",
+        "system:basic-user",
+    ] {
+        assert!(
+            roles.contains(&format!("clusterrole.rbac.authorization.k8s.io/{role}\n")),
+            "{role} in {roles}"
+        );
+    }
+    let binding = c
+        .ok(
+            &admin,
+            &[
+                "get",
+                "clusterrolebinding",
+                "cluster-admin",
+                "-o",
+                "jsonpath={.subjects[0].name}",
+            ],
+        )
+        .await;
+    assert_eq!(binding, "system:masters");
+    assert_eq!(c.ok(&admin, &["auth", "can-i", "*", "*"]).await.trim(), "yes");
+    // The aggregated view role carries the rules of system:aggregate-to-view.
+    let view = c.ok(&admin, &["get", "clusterrole", "view", "-o", "json"]).await;
+    assert!(view.contains("\"pods/log\""), "{view}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn view_user_reads_but_cannot_write() {
+    let c = Cluster::start().await;
+    let (admin, jane) = (c.admin(), c.user("jane", &["devs"]));
+    c.ok(&admin, &["create", "configmap", "existing", "--from-literal=a=b"])
+        .await;
+
+    // Authenticated, but nothing bound yet: discovery works, reading pods does not.
+    assert_eq!(
+        c.ok(
+            &jane,
+            &["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"]
+        )
+        .await,
+        "jane"
+    );
+    let denied = c.fails(&jane, &["get", "pods"]).await;
+    assert!(
+        denied.contains(
+            "Error from server (Forbidden): pods is forbidden: User \"jane\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""
+        ),
+        "{denied}"
+    );
+
+    c.ok(
+        &admin,
+        &[
+            "create",
+            "rolebinding",
+            "jane-view",
+            "--clusterrole=view",
+            "--group=devs",
+        ],
+    )
+    .await;
+    c.eventually_ok(&jane, &["get", "pods"]).await;
+    let cm = c
+        .ok(
+            &jane,
+            &["get", "configmap", "existing", "-o", "jsonpath={.data.a}"],
+        )
+        .await;
+    assert_eq!(cm, "b");
+    let create = c
+        .fails(&jane, &["create", "configmap", "new", "--from-literal=x=y"])
+        .await;
+    assert!(
+        create.contains(
+            "configmaps is forbidden: User \"jane\" cannot create resource \"configmaps\" in API group \"\" in the namespace \"default\""
+        ),
+        "{create}"
+    );
+    let secrets = c.fails(&jane, &["get", "secrets"]).await;
+    assert!(secrets.contains("cannot list resource \"secrets\""), "{secrets}");
+    // The binding is namespaced: other namespaces and cluster-scoped kinds stay closed.
+    let other = c.fails(&jane, &["get", "pods", "-n", "kube-system"]).await;
+    assert!(other.contains("in the namespace \"kube-system\""), "{other}");
+    let nodes = c.fails(&jane, &["get", "nodes"]).await;
+    assert!(
+        nodes.contains("User \"jane\" cannot list resource \"nodes\" in API group \"\" at the cluster scope"),
+        "{nodes}"
+    );
+
+    // Deleting the binding takes the access away again.
+    c.ok(&admin, &["delete", "rolebinding", "jane-view"]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.kubectl(&jane, &["get", "pods"]).await.status.success() {
+        assert!(Instant::now() < deadline, "access survived deleting the binding");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn can_i_with_and_without_impersonation() {
+    let c = Cluster::start().await;
+    let (admin, jane) = (c.admin(), c.user("jane", &[]));
+    c.ok(
+        &admin,
+        &[
+            "create",
+            "rolebinding",
+            "jane-edit",
+            "--clusterrole=edit",
+            "--user=jane",
+            "-n",
+            "kube-public",
+        ],
+    )
+    .await;
+    c.eventually_ok(&jane, &["get", "configmaps", "-n", "kube-public"])
+        .await;
+
+    let no = c
+        .kubectl(&admin, &["auth", "can-i", "create", "pods", "--as=jane"])
+        .await;
+    assert_eq!(String::from_utf8_lossy(&no.stdout).trim(), "no");
+    assert!(!no.status.success());
+    let yes = c
+        .ok(
+            &admin,
+            &[
+                "auth",
+                "can-i",
+                "create",
+                "pods",
+                "--as=jane",
+                "-n",
+                "kube-public",
+            ],
+        )
+        .await;
+    assert_eq!(yes.trim(), "yes");
+    assert_eq!(
+        c.ok(
+            &jane,
+            &["auth", "can-i", "delete", "deployments.apps", "-n", "kube-public"]
+        )
+        .await
+        .trim(),
+        "yes"
+    );
+    let own = c
+        .kubectl(&jane, &["auth", "can-i", "create", "clusterroles"])
+        .await;
+    assert_eq!(String::from_utf8_lossy(&own.stdout).trim(), "no");
+    assert_eq!(
+        c.ok(&jane, &["auth", "can-i", "get", "/version"]).await.trim(),
+        "yes"
+    );
+    let list = c
+        .ok(&jane, &["auth", "can-i", "--list", "-n", "kube-public"])
+        .await;
+    assert!(list.contains("configmaps"), "{list}");
+
+    // Impersonated requests act as the impersonated user.
+    let as_jane = c.fails(&admin, &["get", "pods", "--as=jane"]).await;
+    assert!(
+        as_jane.contains("User \"jane\" cannot list resource \"pods\""),
+        "{as_jane}"
+    );
+    c.ok(&admin, &["get", "pods", "-n", "kube-public", "--as=jane"])
+        .await;
+    // jane may not impersonate anyone.
+    let escalate = c
+        .fails(&jane, &["get", "pods", "--as=admin", "--as-group=system:masters"])
+        .await;
+    assert!(
+        escalate.contains("users \"admin\" is forbidden: User \"jane\" cannot impersonate resource \"users\" in API group \"\" at the cluster scope"),
+        "{escalate}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn always_allow_mode_lets_every_authenticated_user_in() {
+    let dir = tempfile::Builder::new()
+        .prefix("skiff-ctl-rbac-")
+        .tempdir()
+        .unwrap();
+    let mut config = ServerConfig::for_tests(dir.path().to_path_buf());
+    config.security = Security::Tls { hosts: vec![] };
+    config.authorization = control::server::AuthorizationMode::AlwaysAllow;
+    let c = Cluster {
+        srv: start(config).await.unwrap(),
+        dir,
+    };
+    let nobody = c.user("nobody", &[]);
+    c.ok(&nobody, &["create", "configmap", "c", "--from-literal=a=b"])
+        .await;
+}
