@@ -83,19 +83,35 @@ async fn list_once(conn: &mut Conn, ns: &str, n: usize, form: &str, verify: bool
     Ok(took)
 }
 
+/// The samples of one list form, or why it failed (a failed form is not tried again; the others go on).
+pub struct FormResult {
+    pub form: &'static str,
+    pub samples: Vec<Duration>,
+    pub error: Option<anyhow::Error>,
+}
+
 /// `samples` lists of each form, interleaved (full, paginated, selector, table, full, ...); the first of each form
 /// also checks the item count.
-pub async fn measure(
-    addr: SocketAddr,
-    ns: &str,
-    n: usize,
-    samples: usize,
-) -> Result<Vec<(&'static str, Vec<Duration>)>> {
+pub async fn measure(addr: SocketAddr, ns: &str, n: usize, samples: usize) -> Result<Vec<FormResult>> {
     let mut conn = Conn::connect(addr).await?;
-    let mut out: Vec<(&'static str, Vec<Duration>)> = FORMS.iter().map(|f| (*f, Vec::new())).collect();
+    let mut out: Vec<FormResult> = FORMS
+        .iter()
+        .map(|form| FormResult {
+            form,
+            samples: Vec::new(),
+            error: None,
+        })
+        .collect();
     for s in 0..samples {
-        for (form, lat) in &mut out {
-            lat.push(list_once(&mut conn, ns, n, form, s == 0).await?);
+        for r in out.iter_mut().filter(|r| r.error.is_none()) {
+            match list_once(&mut conn, ns, n, r.form, s == 0).await {
+                Ok(took) => r.samples.push(took),
+                Err(e) => {
+                    r.error = Some(e);
+                    // The connection may be mid-response after a timeout: start a fresh one.
+                    conn = Conn::connect(addr).await?;
+                }
+            }
         }
     }
     Ok(out)

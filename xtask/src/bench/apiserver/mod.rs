@@ -161,6 +161,10 @@ pub fn run(args: ApiserverArgs) -> Result<()> {
     }
     let mut col = Collector::default();
     for store in &stores {
+        if sh::check_interrupted().is_err() {
+            col.fail("setup", store.name(), "interrupted before this backend started");
+            continue;
+        }
         let mut bench = StoreBench {
             rt: &rt,
             bin: &bin,
@@ -223,7 +227,7 @@ pub fn run(args: ApiserverArgs) -> Result<()> {
     );
     if !col.failures.is_empty() {
         bail!(
-            "{} phase(s) failed (see the Failures table of {})",
+            "{} failure(s) (see the Failures table of {})",
             col.failures.len(),
             out.join("report.md").display()
         );

@@ -75,6 +75,23 @@ impl StoreBench<'_> {
             .map_err(|e| anyhow::Error::new(PhaseError(scenario, format!("{e:#}"))))
     }
 
+    /// Like [`StoreBench::step`], but a failure is recorded and the round goes on; returns whether it worked.
+    fn phase(
+        &mut self,
+        scenario: &'static str,
+        label: &str,
+        f: impl FnOnce(&mut Collector) -> Result<Outcome>,
+    ) -> Result<bool> {
+        match self.step(scenario, label, f) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                sh::check_interrupted()?;
+                self.col.fail(scenario, self.store.name(), &e);
+                Ok(false)
+            }
+        }
+    }
+
     fn round(&mut self, round: usize, etcd: Option<&str>) -> Result<()> {
         let (rt, plan, store) = (self.rt, self.plan.clone(), self.store.name());
         let n = plan.objects;
@@ -107,7 +124,7 @@ impl StoreBench<'_> {
         })?;
         let mut server = server.context("no server")?;
         let addr = server.addr;
-        self.step(
+        let created = self.phase(
             "creates",
             &label(&format!("create {n} ConfigMaps and {n} Pods")),
             |col| {
@@ -126,40 +143,44 @@ impl StoreBench<'_> {
                 Ok(Outcome::Ready(format!("{text} ({})", seconds(t.elapsed()))))
             },
         )?;
-        self.step(
-            "list",
-            &label(&format!("{} lists of each form over {n} pods", plan.list_samples)),
-            |col| {
-                let t = Instant::now();
-                let forms = rt.block_on(lists::measure(addr, "bench", n, plan.list_samples))?;
-                let mut text = Vec::new();
-                for (form, lat) in &forms {
-                    let s = latency::summarize(lat).context("no list samples")?;
-                    col.add("list", store, n, None, &format!("{form}_p50"), "ms", s.p50);
-                    col.add("list", store, n, None, &format!("{form}_p99"), "ms", s.p99);
-                    text.push(format!(
-                        "{} p50 {:.1} ms",
-                        form.trim_start_matches("list_"),
-                        s.p50
-                    ));
-                }
-                col.add(
-                    "footprint",
-                    store,
-                    n,
-                    None,
-                    "rss_after_lists",
-                    "MiB",
-                    server.rss_mib()?,
-                );
-                Ok(Outcome::Ready(format!(
-                    "{} ({})",
-                    text.join(", "),
-                    seconds(t.elapsed())
-                )))
-            },
-        )?;
-        self.step(
+        if created {
+            self.phase(
+                "list",
+                &label(&format!("{} lists of each form over {n} pods", plan.list_samples)),
+                |col| {
+                    let t = Instant::now();
+                    let forms = rt.block_on(lists::measure(addr, "bench", n, plan.list_samples))?;
+                    let mut text = Vec::new();
+                    for r in forms {
+                        let short = r.form.trim_start_matches("list_");
+                        if let Some(e) = r.error {
+                            col.fail("list", store, format!("{}: {e:#}", r.form));
+                            text.push(format!("{short} FAILED"));
+                            continue;
+                        }
+                        let s = latency::summarize(&r.samples).context("no list samples")?;
+                        col.add("list", store, n, None, &format!("{}_p50", r.form), "ms", s.p50);
+                        col.add("list", store, n, None, &format!("{}_p99", r.form), "ms", s.p99);
+                        text.push(format!("{short} p50 {:.1} ms", s.p50));
+                    }
+                    col.add(
+                        "footprint",
+                        store,
+                        n,
+                        None,
+                        "rss_after_lists",
+                        "MiB",
+                        server.rss_mib()?,
+                    );
+                    Ok(Outcome::Ready(format!(
+                        "{} ({})",
+                        text.join(", "),
+                        seconds(t.elapsed())
+                    )))
+                },
+            )?;
+        }
+        self.phase(
             "watch_fanout",
             &label(&format!("{} watchers x {} updates", plan.watchers, plan.updates)),
             |col| {
@@ -227,7 +248,7 @@ impl StoreBench<'_> {
             disable: &scheduler_only,
             ..spec
         };
-        self.step(
+        self.phase(
             "scheduler",
             &label(&format!(
                 "schedule {} pods on {} nodes",
