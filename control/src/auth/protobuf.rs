@@ -1,6 +1,6 @@
-//! Protobuf bodies of the RBAC, review and TokenRequest kinds (what `kubectl create role|rolebinding|token`
-//! and `kubectl auth can-i|whoami` send), decoded by a field table per message (numbers from Kubernetes'
-//! `generated.proto`).
+//! Protobuf bodies of the RBAC, review, ServiceAccount and TokenRequest kinds (what `kubectl create
+//! role|rolebinding|serviceaccount|token` and `kubectl auth can-i|whoami` send), decoded by a field table
+//! per message (numbers from Kubernetes' `generated.proto`).
 
 use serde_json::{Map, Value};
 
@@ -11,6 +11,7 @@ enum Ty {
     Str,
     Strs,
     Int,
+    Bool,
     StrMap,
     Meta,
     Msg(&'static [F]),
@@ -103,6 +104,10 @@ const RULES_REVIEW: [F; 2] = with_spec(RULES_SPEC);
 const TOKEN_REQUEST: [F; 2] = with_spec(TOKEN_REQUEST_SPEC);
 const TOKEN_REVIEW: [F; 2] = with_spec(TOKEN_REVIEW_SPEC);
 const METADATA_ONLY: &[F] = &[F(1, "metadata", Ty::Meta)];
+const SERVICE_ACCOUNT: &[F] = &[
+    F(1, "metadata", Ty::Meta),
+    F(4, "automountServiceAccountToken", Ty::Bool),
+];
 
 fn message(bytes: &[u8], schema: &[F]) -> Result<Map<String, Value>> {
     let mut out = Map::new();
@@ -114,6 +119,7 @@ fn message(bytes: &[u8], schema: &[F]) -> Result<Map<String, Value>> {
         match (ty, field) {
             (Ty::Str, Field::Bytes(b)) if !b.is_empty() => drop(out.insert(name, text(b)?.into())),
             (Ty::Int, Field::Varint(v)) => drop(out.insert(name, (v.cast_signed()).into())),
+            (Ty::Bool, Field::Varint(v)) => drop(out.insert(name, (v != 0).into())),
             (Ty::Meta, Field::Bytes(b)) => drop(out.insert(name, object_meta(b)?)),
             (Ty::Msg(inner), Field::Bytes(b)) => drop(out.insert(name, Value::Object(message(b, inner)?))),
             (Ty::Strs, Field::Bytes(b)) => push(&mut out, name, text(b)?.into()),
@@ -153,6 +159,7 @@ pub fn decode(api_version: &str, kind: &str, raw: &[u8], obj: &mut Map<String, V
         ("authentication.k8s.io/v1", "TokenRequest") => &TOKEN_REQUEST,
         ("authentication.k8s.io/v1", "TokenReview") => &TOKEN_REVIEW,
         ("authentication.k8s.io/v1", "SelfSubjectReview") => METADATA_ONLY,
+        ("v1", "ServiceAccount") => SERVICE_ACCOUNT,
         _ => return Ok(false),
     };
     obj.extend(message(raw, schema)?);

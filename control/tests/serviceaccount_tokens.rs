@@ -1,0 +1,267 @@
+//! ServiceAccount tokens with a real kubectl: every namespace gets a `default` ServiceAccount, `kubectl create
+//! token` issues a JWT that authenticates as the account (and is authorized by its bindings), TokenReview
+//! validates it, and expired, garbage and deleted-account tokens get 401.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use control::auth::tokens::{TokenIssuer, TokenSpec};
+use control::server::{Running, Security, ServerConfig, start};
+use serde_json::{Value, json};
+
+struct Cluster {
+    srv: Running,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("skiff-ctl-satoken-")
+            .tempdir()
+            .unwrap();
+        let mut config = ServerConfig::for_tests(dir.path().to_path_buf());
+        config.security = Security::Tls { hosts: vec![] };
+        let srv = start(config).await.expect("TLS server starts");
+        Self { srv, dir }
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    fn admin(&self) -> PathBuf {
+        self.write(
+            "admin.kubeconfig",
+            &self.srv.pki.as_ref().unwrap().kubeconfig(&self.srv.url()),
+        )
+    }
+
+    fn token(&self, name: &str, token: &str) -> PathBuf {
+        let text = self
+            .srv
+            .pki
+            .as_ref()
+            .unwrap()
+            .token_kubeconfig(&self.srv.url(), "sa", token);
+        self.write(&format!("{name}.kubeconfig"), &text)
+    }
+
+    async fn kubectl(&self, config: &Path, args: &[&str]) -> Output {
+        let mut cmd = Command::new(common::kubectl::kubectl());
+        cmd.args(["--request-timeout=10s", "--kubeconfig"])
+            .arg(config)
+            .args(args)
+            .env("HOME", self.dir.path());
+        tokio::task::spawn_blocking(move || cmd.output().expect("run kubectl"))
+            .await
+            .unwrap()
+    }
+
+    async fn ok(&self, config: &Path, args: &[&str]) -> String {
+        let out = self.kubectl(config, args).await;
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Retries until kubectl succeeds (caches follow the store through a watch), at most 10 s.
+    async fn eventually_ok(&self, config: &Path, args: &[&str]) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = self.kubectl(config, args).await;
+            if out.status.success() {
+                return String::from_utf8(out.stdout).unwrap();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kubectl {args:?} kept failing: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn unauthorized(&self, config: &Path) {
+        let out = self.kubectl(config, &["get", "pods"]).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains("You must be logged in to the server") || stderr.contains("Unauthorized"),
+            "{stderr}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_namespace_gets_a_default_service_account() {
+    let c = Cluster::start().await;
+    let admin = c.admin();
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        c.eventually_ok(&admin, &["get", "serviceaccount", "default", "-n", ns])
+            .await;
+    }
+    c.ok(&admin, &["create", "namespace", "team"]).await;
+    c.eventually_ok(&admin, &["get", "serviceaccount", "default", "-n", "team"])
+        .await;
+    // Deleted, it comes back (with a new uid).
+    let uid = c
+        .ok(
+            &admin,
+            &[
+                "get",
+                "sa",
+                "default",
+                "-n",
+                "team",
+                "-o",
+                "jsonpath={.metadata.uid}",
+            ],
+        )
+        .await;
+    c.ok(&admin, &["delete", "sa", "default", "-n", "team"]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = c
+            .kubectl(
+                &admin,
+                &[
+                    "get",
+                    "sa",
+                    "default",
+                    "-n",
+                    "team",
+                    "-o",
+                    "jsonpath={.metadata.uid}",
+                ],
+            )
+            .await;
+        if out.status.success() && String::from_utf8_lossy(&out.stdout) != uid {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the default ServiceAccount was not recreated"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn created_tokens_authenticate_as_the_service_account() {
+    let c = Cluster::start().await;
+    let admin = c.admin();
+    c.ok(&admin, &["create", "serviceaccount", "robot"]).await;
+    c.ok(
+        &admin,
+        &[
+            "create",
+            "rolebinding",
+            "robot-view",
+            "--clusterrole=view",
+            "--serviceaccount=default:robot",
+        ],
+    )
+    .await;
+    let token = c
+        .ok(&admin, &["create", "token", "robot", "--duration=20m"])
+        .await;
+    let token = token.trim();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    let robot = c.token("robot", token);
+    c.eventually_ok(&robot, &["get", "pods"]).await;
+    let whoami = c.ok(&robot, &["auth", "whoami", "-o", "json"]).await;
+    let whoami: Value = serde_json::from_str(&whoami).unwrap();
+    assert_eq!(
+        whoami["status"]["userInfo"]["username"],
+        "system:serviceaccount:default:robot"
+    );
+    let groups = whoami["status"]["userInfo"]["groups"].to_string();
+    assert!(groups.contains("system:serviceaccounts:default"), "{groups}");
+    let denied = c.kubectl(&robot, &["create", "configmap", "x"]).await;
+    let stderr = String::from_utf8_lossy(&denied.stderr);
+    assert!(
+        stderr.contains(
+            "configmaps is forbidden: User \"system:serviceaccount:default:robot\" cannot create resource \"configmaps\" in API group \"\" in the namespace \"default\""
+        ),
+        "{stderr}"
+    );
+
+    // TokenReview (as kube's webhook consumers use it) agrees.
+    let review = c.write(
+        "review.json",
+        &json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": {"token": token}})
+            .to_string(),
+    );
+    let out = c
+        .ok(&admin, &["create", "-f", review.to_str().unwrap(), "-o", "json"])
+        .await;
+    let out: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(out["status"]["authenticated"], true, "{out}");
+    assert_eq!(
+        out["status"]["user"]["username"],
+        "system:serviceaccount:default:robot"
+    );
+    assert!(out["spec"].get("token").is_none(), "the token is not echoed");
+
+    // Deleting the account invalidates its tokens.
+    c.ok(&admin, &["delete", "serviceaccount", "robot"]).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.kubectl(&robot, &["get", "pods"]).await.status.success() {
+        assert!(Instant::now() < deadline, "the token outlived its ServiceAccount");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.unauthorized(&robot).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_garbage_and_foreign_tokens_get_401() {
+    let c = Cluster::start().await;
+    let admin = c.admin();
+    c.ok(&admin, &["create", "serviceaccount", "robot"]).await;
+    let uid = c
+        .ok(&admin, &["get", "sa", "robot", "-o", "jsonpath={.metadata.uid}"])
+        .await;
+    let issuer = TokenIssuer::load_or_create(&c.dir.path().join("pki")).unwrap();
+    let spec = TokenSpec {
+        namespace: "default",
+        name: "robot",
+        uid: &uid,
+        audiences: vec![],
+        expiration_seconds: 600,
+        pod: None,
+    };
+    let now = control::registry::meta::unix_now();
+    // A valid token signed with the server's key works; the same token issued an hour ago has expired.
+    let (fresh, _) = issuer.issue(&spec, now).unwrap();
+    c.eventually_ok(&c.token("fresh", &fresh), &["auth", "whoami"])
+        .await;
+    let (expired, _) = issuer.issue(&spec, now - 3600).unwrap();
+    c.unauthorized(&c.token("expired", &expired)).await;
+    c.unauthorized(&c.token("garbage", "eyJhbGciOiJFUzI1NiJ9.e30.c2lnbmF0dXJl"))
+        .await;
+    c.unauthorized(&c.token("random", "not-a-token")).await;
+    let other = tempfile::tempdir().unwrap();
+    let (foreign, _) = TokenIssuer::load_or_create(other.path())
+        .unwrap()
+        .issue(&spec, now)
+        .unwrap();
+    c.unauthorized(&c.token("foreign", &foreign)).await;
+    // Too short a lifetime is refused like kube-apiserver does.
+    let out = c
+        .kubectl(&admin, &["create", "token", "robot", "--duration=1m"])
+        .await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("less than 10 minutes"));
+    let missing = c.kubectl(&admin, &["create", "token", "nobody"]).await;
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
+}
