@@ -98,6 +98,10 @@ pub fn plan(rs: &ReplicaSet, pods: &[&Pod]) -> Plan {
             _ => {}
         }
     }
+    if rs.metadata.deletion_timestamp.is_some() {
+        // A ReplicaSet being deleted (e.g. in the foreground) no longer manages its replicas.
+        return out;
+    }
     let mut alive: Vec<&Pod> = owned.into_iter().filter(|p| active(p)).collect();
     let want = usize::try_from(spec.replicas.unwrap_or(1).max(0)).unwrap_or(0);
     if alive.len() < want {

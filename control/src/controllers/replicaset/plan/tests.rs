@@ -88,3 +88,14 @@ fn status_counts() {
     assert_eq!(s.fully_labeled_replicas, Some(2));
     assert_eq!(s.observed_generation, Some(3));
 }
+
+#[test]
+fn a_replicaset_being_deleted_creates_and_deletes_nothing() {
+    let mut deleting = rs(3);
+    deleting.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        "2026-01-01T00:01:00Z".parse().unwrap(),
+    ));
+    let a = pod("a", 1, "n1", "Running", true);
+    let p = plan(&deleting, &[&a]);
+    assert_eq!((p.create, p.delete.len()), (0, 0));
+}
