@@ -41,9 +41,11 @@ pub async fn apply(state: &Arc<ApiState>, ctx: &Ctx, body: &[u8]) -> Result<Resp
                 .apply(&json!({}), &config, &applier, scope, true, &meta::now())
                 .map_err(|c| conflict_error(&c))?;
             set_managed(&mut object, &managers);
-            return create_object(state, ctx, object, &[], false)
-                .await
-                .map(|r| with_warnings(r, &warnings));
+            match create_object(state, ctx, object, &[], false).await {
+                // Created concurrently: apply to what is there now.
+                Err(e) if e.reason == "AlreadyExists" && attempt < ATTEMPTS => continue,
+                result => return result.map(|r| with_warnings(r, &warnings)),
+            }
         };
         let live = objects::from_kv(&live_kv)?;
         let mut managers = Managers::decode(&live).unwrap_or_default();
