@@ -56,6 +56,11 @@ fn total(rs: &[Rs]) -> i32 {
     rs.iter().map(|r| r.replicas).sum()
 }
 
+/// Pods that exist or are about to: a ReplicaSet scaled down may not have removed its extra pods yet.
+fn footprint(rs: &Rs) -> i32 {
+    rs.replicas.max(rs.pods)
+}
+
 /// Records a size change in `plan` and in `rs`, so later decisions of the same pass see it.
 fn set(plan: &mut Plan, rs: &mut Rs, to: i32) {
     if rs.replicas == to {
@@ -81,7 +86,7 @@ pub fn rolling(strategy: &Strategy, replicas: i32, new: Option<&Rs>, old: &[Rs])
     let mut new = match new {
         Some(n) => n.clone(),
         None => {
-            let size = new_size(strategy, replicas, 0, total(&old));
+            let size = new_size(strategy, replicas, 0, old.iter().map(footprint).sum());
             plan.create_new = Some(size);
             Rs {
                 replicas: size,
@@ -93,7 +98,8 @@ pub fn rolling(strategy: &Strategy, replicas: i32, new: Option<&Rs>, old: &[Rs])
         let want = if new.replicas > replicas {
             replicas
         } else {
-            new_size(strategy, replicas, new.replicas, total(&old) + new.replicas)
+            let all = old.iter().map(footprint).sum::<i32>() + footprint(&new);
+            new_size(strategy, replicas, new.replicas, all)
         };
         if want != new.replicas {
             set(&mut plan, &mut new, want);
@@ -104,7 +110,8 @@ pub fn rolling(strategy: &Strategy, replicas: i32, new: Option<&Rs>, old: &[Rs])
     plan
 }
 
-/// The size of the new ReplicaSet: as close to `replicas` as maxSurge allows over all pods.
+/// The size of the new ReplicaSet: as close to `replicas` as maxSurge allows over all pods (counting pods
+/// that old ReplicaSets have not removed yet, so the surge bound holds for pods, not only for sizes).
 fn new_size(strategy: &Strategy, replicas: i32, current_new: i32, all: i32) -> i32 {
     let max_total = replicas + strategy.max_surge;
     if all >= max_total {

@@ -242,3 +242,24 @@ fn history_keeps_the_newest_revisions_and_busy_sets() {
     assert_eq!(new_revision(&old), 5);
     assert_eq!(new_revision(&[]), 1);
 }
+
+#[test]
+fn rolling_waits_for_old_pods_to_go_before_surging_further() {
+    let s = rolling_strategy(3, 2);
+    let new = rs("new", 10, 2, 3, 3);
+    // Old was scaled to 8 but its two extra pods still run: 13 pods exist, no room to grow.
+    let mut old = rs("old", 0, 1, 8, 8);
+    old.pods = 10;
+    let plan = rolling(&s, 10, Some(&new), std::slice::from_ref(&old));
+    assert!(plan.scales.iter().all(|s| s.name != "new"), "{plan:?}");
+    old.pods = 8;
+    let plan = rolling(&s, 10, Some(&new), &[old]);
+    assert_eq!(
+        plan.scales[0],
+        Scale {
+            name: "new".into(),
+            from: 3,
+            to: 5
+        }
+    );
+}
