@@ -13,6 +13,7 @@ use serde_json::json;
 const NO_SCHEDULER: ControllerOptions = ControllerOptions {
     endpointslice: true,
     replicaset: false,
+    deployment: false,
     garbagecollector: false,
     scheduler: false,
 };

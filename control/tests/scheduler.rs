@@ -15,6 +15,7 @@ use serde_json::json;
 const SCHEDULER_ONLY: ControllerOptions = ControllerOptions {
     endpointslice: false,
     replicaset: false,
+    deployment: false,
     garbagecollector: false,
     scheduler: true,
 };

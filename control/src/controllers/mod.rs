@@ -8,6 +8,7 @@
 //! unchanged. The cost (a loopback hop per write) is small next to the value of one write path.
 
 pub mod cache;
+pub mod deployment;
 pub mod endpointslice;
 pub mod events;
 pub mod gc;
@@ -25,6 +26,7 @@ use tokio::task::JoinSet;
 pub struct ControllerOptions {
     pub endpointslice: bool,
     pub replicaset: bool,
+    pub deployment: bool,
     pub scheduler: bool,
     pub garbagecollector: bool,
 }
@@ -34,6 +36,7 @@ impl Default for ControllerOptions {
         Self {
             endpointslice: true,
             replicaset: true,
+            deployment: true,
             scheduler: true,
             garbagecollector: true,
         }
@@ -41,7 +44,7 @@ impl Default for ControllerOptions {
 }
 
 /// Names accepted by [`ControllerOptions::disable`].
-pub const NAMES: &[&str] = &["endpointslice", "replicaset", "scheduler", "garbagecollector"];
+pub const NAMES: &[&str] = &["endpointslice", "replicaset", "deployment", "scheduler", "garbagecollector"];
 
 impl ControllerOptions {
     /// Turns one controller off by name.
@@ -49,6 +52,7 @@ impl ControllerOptions {
         match name {
             "endpointslice" => self.endpointslice = false,
             "replicaset" => self.replicaset = false,
+            "deployment" => self.deployment = false,
             "scheduler" => self.scheduler = false,
             "garbagecollector" => self.garbagecollector = false,
             other => return Err(StartError::UnknownController(other.to_owned())),
@@ -62,7 +66,7 @@ impl ControllerOptions {
 pub enum StartError {
     #[error("building the API client: {0}")]
     Client(String),
-    #[error("unknown controller {0:?}; known: endpointslice, replicaset, scheduler, garbagecollector")]
+    #[error("unknown controller {0:?}; known: endpointslice, replicaset, deployment, scheduler, garbagecollector")]
     UnknownController(String),
 }
 
@@ -123,6 +127,9 @@ pub fn spawn(client: Client, options: ControllerOptions) -> Controllers {
     }
     if options.replicaset {
         tasks.spawn(replicaset::run(client.clone(), Arc::clone(&caches)));
+    }
+    if options.deployment {
+        tasks.spawn(deployment::run(client.clone(), Arc::clone(&caches)));
     }
     if options.scheduler {
         tasks.spawn(crate::scheduler::run(client.clone(), Arc::clone(&caches)));
