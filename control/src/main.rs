@@ -58,9 +58,24 @@ struct Args {
     /// How authenticated requests are authorized: `RBAC` (roles and bindings) or `AlwaysAllow`.
     #[arg(long, default_value = "RBAC", value_parser = ["RBAC", "AlwaysAllow"])]
     authorization_mode: String,
-    /// Turn off a built-in controller (repeatable): endpointslice, replicaset, scheduler.
+    /// Turn off a built-in controller (repeatable).
     #[arg(long = "disable-controller", value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(control::controllers::NAMES))]
     disable_controllers: Vec<String>,
+    /// CIDR that Node pod ranges (spec.podCIDR) are allocated from.
+    #[arg(long, default_value = "10.244.0.0/16")]
+    cluster_cidr: Ipv4Cidr,
+    /// Prefix length of each Node's pod range.
+    #[arg(long, default_value_t = 24)]
+    node_cidr_mask_size: u8,
+    /// A Node whose Lease is older than this becomes Ready=Unknown and tainted unreachable (e.g. 50s, 2m).
+    #[arg(long, default_value = "50s", value_parser = control::controllers::nodelifecycle::parse_duration)]
+    node_monitor_grace_period: std::time::Duration,
+    /// Seconds pods without their own toleration stay on a not-ready Node.
+    #[arg(long, default_value_t = 300)]
+    default_not_ready_toleration_seconds: u64,
+    /// Seconds pods without their own toleration stay on an unreachable Node.
+    #[arg(long, default_value_t = 300)]
+    default_unreachable_toleration_seconds: u64,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -150,6 +165,16 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!(path = %path.display(), "wrote kubeconfig");
     }
     let mut controller_options = control::controllers::ControllerOptions::default();
+    controller_options.ipam = control::controllers::nodeipam::IpamConfig {
+        cluster_cidr: args.cluster_cidr,
+        node_mask: args.node_cidr_mask_size,
+    };
+    control::controllers::nodeipam::Allocator::new(controller_options.ipam)?;
+    controller_options.node_timings = control::controllers::nodelifecycle::Timings {
+        grace: args.node_monitor_grace_period,
+        not_ready_toleration: std::time::Duration::from_secs(args.default_not_ready_toleration_seconds),
+        unreachable_toleration: std::time::Duration::from_secs(args.default_unreachable_toleration_seconds),
+    };
     for name in &args.disable_controllers {
         controller_options.disable(name)?;
     }

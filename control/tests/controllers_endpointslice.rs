@@ -13,9 +13,8 @@ use serde_json::json;
 const NO_SCHEDULER: ControllerOptions = ControllerOptions {
     endpointslice: true,
     replicaset: false,
-    deployment: false,
-    garbagecollector: false,
     scheduler: false,
+    ..ControllerOptions::NONE
 };
 
 async fn create_service(client: &Client, name: &str, selector: Option<serde_json::Value>) {

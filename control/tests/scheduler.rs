@@ -15,9 +15,8 @@ use serde_json::json;
 const SCHEDULER_ONLY: ControllerOptions = ControllerOptions {
     endpointslice: false,
     replicaset: false,
-    deployment: false,
-    garbagecollector: false,
     scheduler: true,
+    ..ControllerOptions::NONE
 };
 
 fn replica(i: usize) -> serde_json::Value {

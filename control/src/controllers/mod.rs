@@ -8,11 +8,14 @@
 //! unchanged. The cost (a loopback hop per write) is small next to the value of one write path.
 
 pub mod cache;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpointslice;
 pub mod events;
 pub mod gc;
 pub mod namespace;
+pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod replicaset;
 pub mod selector;
 
@@ -21,30 +24,72 @@ use std::sync::Arc;
 use kube::Client;
 use tokio::task::JoinSet;
 
-/// Which controllers run.
+/// Which controllers run, and the settings of those that have any.
 #[derive(Debug, Clone, Copy)]
 pub struct ControllerOptions {
     pub endpointslice: bool,
     pub replicaset: bool,
     pub deployment: bool,
     pub scheduler: bool,
+    pub daemonset: bool,
+    pub nodelifecycle: bool,
+    pub nodeipam: bool,
+    pub podgc: bool,
     pub garbagecollector: bool,
+    /// Pod CIDR allocation for Nodes.
+    pub ipam: nodeipam::IpamConfig,
+    /// Lease grace period and default eviction tolerations.
+    pub node_timings: nodelifecycle::Timings,
+}
+
+impl ControllerOptions {
+    /// Every controller on, with Kubernetes' default settings.
+    pub const ALL: Self = Self {
+        endpointslice: true,
+        replicaset: true,
+        deployment: true,
+        scheduler: true,
+        daemonset: true,
+        nodelifecycle: true,
+        nodeipam: true,
+        podgc: true,
+        garbagecollector: true,
+        ipam: nodeipam::IpamConfig::DEFAULT,
+        node_timings: nodelifecycle::Timings::DEFAULT,
+    };
+    /// Every controller off (tests switch on the ones they exercise: `ControllerOptions { x: true, ..NONE }`).
+    pub const NONE: Self = Self {
+        endpointslice: false,
+        replicaset: false,
+        deployment: false,
+        scheduler: false,
+        daemonset: false,
+        nodelifecycle: false,
+        nodeipam: false,
+        podgc: false,
+        garbagecollector: false,
+        ..Self::ALL
+    };
 }
 
 impl Default for ControllerOptions {
     fn default() -> Self {
-        Self {
-            endpointslice: true,
-            replicaset: true,
-            deployment: true,
-            scheduler: true,
-            garbagecollector: true,
-        }
+        Self::ALL
     }
 }
 
 /// Names accepted by [`ControllerOptions::disable`].
-pub const NAMES: &[&str] = &["endpointslice", "replicaset", "deployment", "scheduler", "garbagecollector"];
+pub const NAMES: &[&str] = &[
+    "endpointslice",
+    "replicaset",
+    "deployment",
+    "scheduler",
+    "daemonset",
+    "nodelifecycle",
+    "nodeipam",
+    "podgc",
+    "garbagecollector",
+];
 
 impl ControllerOptions {
     /// Turns one controller off by name.
@@ -54,6 +99,10 @@ impl ControllerOptions {
             "replicaset" => self.replicaset = false,
             "deployment" => self.deployment = false,
             "scheduler" => self.scheduler = false,
+            "daemonset" => self.daemonset = false,
+            "nodelifecycle" => self.nodelifecycle = false,
+            "nodeipam" => self.nodeipam = false,
+            "podgc" => self.podgc = false,
             "garbagecollector" => self.garbagecollector = false,
             other => return Err(StartError::UnknownController(other.to_owned())),
         }
@@ -66,7 +115,7 @@ impl ControllerOptions {
 pub enum StartError {
     #[error("building the API client: {0}")]
     Client(String),
-    #[error("unknown controller {0:?}; known: endpointslice, replicaset, deployment, scheduler, garbagecollector")]
+    #[error("unknown controller {name:?}; known: {known}", name = .0, known = NAMES.join(", "))]
     UnknownController(String),
 }
 
@@ -133,6 +182,18 @@ pub fn spawn(client: Client, options: ControllerOptions) -> Controllers {
     }
     if options.scheduler {
         tasks.spawn(crate::scheduler::run(client.clone(), Arc::clone(&caches)));
+    }
+    if options.daemonset {
+        tasks.spawn(daemonset::run(client.clone(), Arc::clone(&caches)));
+    }
+    if options.nodelifecycle {
+        tasks.spawn(nodelifecycle::run(client.clone(), Arc::clone(&caches), options.node_timings));
+    }
+    if options.nodeipam {
+        tasks.spawn(nodeipam::run(client.clone(), Arc::clone(&caches), options.ipam));
+    }
+    if options.podgc {
+        tasks.spawn(nodelifecycle::podgc::run(client.clone(), Arc::clone(&caches)));
     }
     if options.garbagecollector {
         tasks.spawn(gc::run(client.clone()));
