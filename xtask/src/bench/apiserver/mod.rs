@@ -133,6 +133,8 @@ pub fn run(args: ApiserverArgs) -> Result<()> {
     });
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let out = out.canonicalize()?;
+    let logs = out.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     eprintln!(
         "bench apiserver: {plan:?}\nbench apiserver: writing to {}",
         out.display()
@@ -173,8 +175,13 @@ pub fn run(args: ApiserverArgs) -> Result<()> {
             plan: &plan,
             col: &mut col,
             progress: &mut progress,
+            logs: &logs,
+            etcd: None,
         };
-        if let Err(e) = bench.run() {
+        let result = bench.run();
+        // Stops this backend's etcd.
+        drop(bench);
+        if let Err(e) = result {
             // The step's error already named the scenario; the rest of this backend is skipped.
             let scenario = e.downcast_ref::<PhaseError>().map_or("setup", |p| p.0);
             col.fail(scenario, store.name(), &e);

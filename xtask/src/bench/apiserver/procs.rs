@@ -156,13 +156,14 @@ fn wait_ready(proc: &mut Proc, what: &str, mut ready: impl FnMut() -> Result<()>
 
 /// A running etcd (Debian's etcd-server) on random loopback ports with a scratch data dir.
 pub struct Etcd {
-    _proc: Proc,
+    proc: Proc,
     pub endpoint: String,
     _dir: Scratch,
 }
 
 impl Etcd {
-    pub fn start(rt: &tokio::runtime::Runtime) -> Result<Etcd> {
+    /// Starts etcd, logging to `log`.
+    pub fn start(rt: &tokio::runtime::Runtime, log: &Path) -> Result<Etcd> {
         if which("etcd").is_none() {
             bail!(
                 "`etcd` is missing: run `cargo xtask setup` (or `apt-get install etcd-server`), or pass --store embedded"
@@ -189,7 +190,7 @@ impl Etcd {
             ])
             .arg("--initial-cluster")
             .arg(format!("skiff-bench={peer_url}"));
-        let mut proc = Proc::spawn(cmd, dir.path().join("etcd.log"))?;
+        let mut proc = Proc::spawn(cmd, log.to_path_buf())?;
         let addr: SocketAddr = ([127, 0, 0, 1], client).into();
         wait_ready(&mut proc, "etcd", || {
             rt.block_on(async {
@@ -201,10 +202,17 @@ impl Etcd {
             })
         })?;
         Ok(Etcd {
-            _proc: proc,
+            proc,
             endpoint,
             _dir: dir,
         })
+    }
+}
+
+impl Etcd {
+    /// Fails (with the end of its log) when etcd has exited.
+    pub fn check_alive(&mut self) -> Result<()> {
+        self.proc.check_alive().context("etcd stopped")
     }
 }
 
@@ -224,6 +232,8 @@ pub struct ControlSpec<'a> {
     /// Built-in controllers to turn off.
     pub disable: &'a [String],
     pub tag: &'a str,
+    /// Where its stdout and stderr go.
+    pub log: PathBuf,
 }
 
 /// A running skiff-control serving plain HTTP on a loopback port.
@@ -239,6 +249,7 @@ impl Control {
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let mut cmd = sh::command(spec.bin);
         cmd.env("RUST_LOG", "warn")
+            .env("RUST_BACKTRACE", "0")
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .args(["--listen", &addr.to_string(), "--insecure-http"]);
@@ -255,7 +266,7 @@ impl Control {
         for name in spec.disable {
             cmd.args(["--disable-controller", name]);
         }
-        let mut proc = Proc::spawn(cmd, dir.path().join("control.log"))?;
+        let mut proc = Proc::spawn(cmd, spec.log.clone())?;
         wait_ready(&mut proc, "skiff-control", || {
             rt.block_on(async {
                 Conn::connect(addr)

@@ -42,19 +42,24 @@ pub struct StoreBench<'a> {
     pub plan: &'a Plan,
     pub col: &'a mut Collector,
     pub progress: &'a mut Progress,
+    /// Directory of the servers' logs.
+    pub logs: &'a std::path::Path,
+    /// The etcd of the `etcd` backend, started by [`StoreBench::run`].
+    pub etcd: Option<Etcd>,
 }
 
 impl StoreBench<'_> {
     pub fn run(&mut self) -> Result<()> {
-        let mut etcd = None;
         if self.store == Store::Etcd {
-            let rt = self.rt;
+            let (rt, log) = (self.rt, self.logs.join("etcd.log"));
+            let mut started = None;
             self.step("setup", "etcd: start etcd", |_| {
-                etcd = Some(Etcd::start(rt)?);
+                started = Some(Etcd::start(rt, &log)?);
                 Ok(Outcome::Done)
             })?;
+            self.etcd = started;
         }
-        let endpoint = etcd.as_ref().map(|e| e.endpoint.clone());
+        let endpoint = self.etcd.as_ref().map(|e| e.endpoint.clone());
         for round in 0..self.plan.rounds {
             self.round(round, endpoint.as_deref())?;
         }
@@ -86,6 +91,10 @@ impl StoreBench<'_> {
             Ok(()) => Ok(true),
             Err(e) => {
                 sh::check_interrupted()?;
+                let e = match self.etcd.as_mut().map(Etcd::check_alive) {
+                    Some(Err(dead)) => anyhow::anyhow!("{e:#} ({dead:#})"),
+                    _ => e,
+                };
                 self.col.fail(scenario, self.store.name(), &e);
                 Ok(false)
             }
@@ -106,6 +115,7 @@ impl StoreBench<'_> {
             etcd: etcd.map(|e| (e, prefix.as_str())),
             disable: &api_only,
             tag: store,
+            log: self.logs.join(format!("control-{store}-r{}-api.log", round + 1)),
         };
         let mut server: Option<Control> = None;
         self.step("setup", &label("start skiff-control"), |col| {
@@ -246,6 +256,9 @@ impl StoreBench<'_> {
         let spec = ControlSpec {
             etcd: etcd.map(|e| (e, prefix.as_str())),
             disable: &scheduler_only,
+            log: self
+                .logs
+                .join(format!("control-{store}-r{}-scheduler.log", round + 1)),
             ..spec
         };
         self.phase(
