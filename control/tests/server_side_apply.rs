@@ -206,6 +206,28 @@ async fn kubectl_client_side_apply_keeps_working_and_is_recorded() {
     assert_eq!(entry["fieldsType"], "FieldsV1");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_moves_from_client_side_to_server_side_apply() {
+    let srv = common::server().await;
+    let k = Kubectl::new(&srv);
+    let file = k.write("web.yaml", DEPLOYMENT);
+    k.ok(&["apply", "-f", &file]).await;
+    let changed = k.write("web.yaml", &DEPLOYMENT.replace("replicas: 2", "replicas: 3"));
+    let out = k.output(&["apply", "--server-side", "-f", &changed]).await;
+    assert!(
+        out.status.success(),
+        "kubectl hands the client-side apply fields to the server-side manager: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after = k.json(&["get", "deploy", "web"]).await;
+    assert_eq!(after["spec"]["replicas"], 3);
+    assert!(
+        managers(&after).contains(&("kubectl".to_owned(), "Apply".to_owned())),
+        "{:?}",
+        managers(&after)
+    );
+}
+
 async fn client(srv: &common::TestServer) -> Client {
     Client::try_from(Config::new(srv.server.url().parse().expect("url"))).expect("client")
 }

@@ -2,6 +2,7 @@
 
 pub mod decode;
 pub mod fieldset;
+pub mod last_applied;
 pub mod managed;
 pub mod merge;
 pub mod request;

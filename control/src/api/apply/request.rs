@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::fieldset::Scope;
 use super::managed::{Managers, Operation};
-use super::{conflict_error, decode, scope, set_managed, writer};
+use super::{conflict_error, decode, last_applied, scope, set_managed, writer};
 use crate::api::objects::{self, check_type, normalize};
 use crate::api::router::{ApiState, Ctx};
 use crate::api::status::ApiError;
@@ -48,10 +48,23 @@ pub async fn apply(state: &Arc<ApiState>, ctx: &Ctx, body: &[u8]) -> Result<Resp
             }
         };
         let live = objects::from_kv(&live_kv)?;
-        let mut managers = Managers::decode(&live).unwrap_or_default();
-        let mut merged = managers
-            .apply(&live, &config, &applier, scope, force, &meta::now())
-            .map_err(|c| conflict_error(&c))?;
+        let stored = Managers::decode(&live).unwrap_or_default();
+        let mut managers = stored.clone();
+        let now = meta::now();
+        let mut merged = match managers.apply(&live, &config, &applier, scope, force, &now) {
+            Ok(merged) => merged,
+            Err(conflicts) => {
+                let left = last_applied::remaining_conflicts(&applier.manager, &live, conflicts, scope);
+                if !left.is_empty() {
+                    return Err(conflict_error(&left));
+                }
+                managers = stored;
+                managers
+                    .apply(&live, &config, &applier, scope, true, &now)
+                    .map_err(|c| conflict_error(&c))?
+            }
+        };
+        last_applied::sync(&applier.manager, &live, &mut merged, &config);
         set_managed(&mut merged, &managers);
         if let Some(m) = merged.get_mut("metadata").and_then(Value::as_object_mut) {
             match &requested {
