@@ -7,7 +7,7 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use tokio::{signal::unix::SignalKind, sync::watch};
+use tokio::{signal::unix::SignalKind, sync::mpsc};
 
 use crate::{
     bpf::{
@@ -23,7 +23,7 @@ use crate::{
     healthz::{self, Health},
     kube_proxy_cleanup,
     metrics::{self, Metrics, ServiceLabels},
-    proxy::{NodeInfo, Planner, Snapshot, SourceConfig, desired, spawn_source},
+    proxy::{Change, Desired, NodeInfo, Planner, SourceConfig, inputs::NodeInput, spawn_source},
     service_health,
 };
 
@@ -58,24 +58,19 @@ fn iface_ipv4(netns_name: Option<String>, iface: String) -> Result<Option<Ipv4Ad
         .map_err(|_| anyhow::anyhow!("address lookup thread panicked"))??
 }
 
-/// The node as `desired` sees it: the Node object if the snapshot has it, with the configured node IP first.
-fn node_info(name: &str, node_ip: Ipv4Addr, snap: &Snapshot) -> NodeInfo {
-    let mut info = snap
-        .nodes
-        .iter()
-        .find(|n| n.metadata.name.as_deref() == Some(name))
-        .map(NodeInfo::from_node)
-        .unwrap_or_else(|| NodeInfo {
-            name: name.to_string(),
-            addresses: Vec::new(),
-            zone: None,
-        });
+/// The node as `desired` sees it: the Node object if the source has it, with the configured node IP first.
+fn node_info(name: &str, node_ip: Ipv4Addr, node: Option<&NodeInput>) -> NodeInfo {
+    let mut info = node.map(|n| n.info.clone()).unwrap_or_else(|| NodeInfo {
+        name: name.to_string(),
+        addresses: Vec::new(),
+        zone: None,
+    });
     info.addresses.retain(|a| *a != node_ip);
     info.addresses.insert(0, node_ip);
     info
 }
 
-/// Owns the planner and the map handles; one `sync` per snapshot.
+/// Owns the planner and the map handles; one `sync` per batch of changes.
 struct Syncer {
     pin: PinDir,
     maps: ServiceMaps,
@@ -86,11 +81,18 @@ struct Syncer {
 }
 
 impl Syncer {
-    fn sync(&mut self, snap: &Snapshot) -> Result<()> {
+    /// Recomputes the Services the changes touched and writes what differs (the whole state after a restore).
+    fn sync(&mut self, desired: &mut Desired) -> Result<()> {
         let t0 = Instant::now();
-        let node = node_info(&self.node_name, self.node_ip, snap);
-        let want = desired(&snap.services, &snap.slices, &node);
-        let ops = self.planner.plan(&want);
+        let node = node_info(&self.node_name, self.node_ip, desired.node(&self.node_name));
+        let delta = desired.update(&node);
+        let t_desired = t0.elapsed();
+        let ops = if self.planner.needs_full() {
+            self.planner.plan(&desired.state())
+        } else {
+            self.planner.plan_delta(&delta.upserts, &delta.removed)
+        };
+        let t_plan = t0.elapsed();
         let res = self.maps.apply(&ops);
         let took = t0.elapsed();
         match res {
@@ -99,7 +101,10 @@ impl Syncer {
                     ops = stats.ops,
                     frontends = self.planner.contents().services.len(),
                     backends = self.planner.contents().backends.len(),
+                    changed = delta.upserts.len() + delta.removed.len(),
                     udp_flows_purged = stats.udp_flows_purged,
+                    desired_ms = t_desired.as_secs_f64() * 1000.0,
+                    plan_ms = (t_plan - t_desired).as_secs_f64() * 1000.0,
                     took_ms = took.as_secs_f64() * 1000.0,
                     "synced"
                 );
@@ -282,11 +287,13 @@ pub async fn run(cfg: ProxyConfig) -> Result<()> {
     }
     let mut kube_proxy_cleanup_pending = cfg.cleanup_kube_proxy;
 
-    let mut rx: watch::Receiver<Option<Snapshot>> = spawn_source(cfg.source)?;
+    let mut rx: mpsc::UnboundedReceiver<Vec<Change>> = spawn_source(cfg.source)?;
+    let mut desired = Desired::default();
+    let mut first_sync = true;
     let stop = shutdown_signal();
     tokio::pin!(stop);
     let mut retry: Option<tokio::time::Instant> = None;
-    tracing::info!("waiting for the first complete snapshot");
+    tracing::info!("waiting for the initial lists of Services, EndpointSlices and Nodes");
     let reason = loop {
         let retry_sleep = async {
             match retry {
@@ -296,32 +303,34 @@ pub async fn run(cfg: ProxyConfig) -> Result<()> {
         };
         tokio::select! {
             r = &mut stop => break r?,
-            changed = rx.changed() => {
-                if changed.is_err() {
-                    bail!("the Service/EndpointSlice source stopped");
-                }
-            }
+            batch = rx.recv() => match batch {
+                Some(b) => b.into_iter().for_each(|c| desired.apply(c)),
+                None => bail!("the Service/EndpointSlice source stopped"),
+            },
             _ = retry_sleep => {}
         }
-        let snap = rx.borrow_and_update().clone();
-        // No map write before the first complete snapshot: never a moment with no services.
-        let Some(snap) = snap else { continue };
+        // Everything already queued goes into this sync.
+        while let Ok(b) = rx.try_recv() {
+            b.into_iter().for_each(|c| desired.apply(c));
+        }
+        // No map write before every initial list is complete: never a moment with no services.
+        if !desired.ready() {
+            continue;
+        }
         health.queued();
-        retry = match syncer.sync(&snap) {
+        retry = match syncer.sync(&mut desired) {
             Ok(()) => {
                 health.updated();
-                health.set_node_eligible(healthz::node_eligible(snap.node(&cfg.node_name)));
+                let node = desired.node(&cfg.node_name);
+                health.set_node_eligible(node.is_none_or(|n| n.eligible));
                 if let Some(ports) = health_ports.as_mut() {
-                    ports
-                        .reconcile(service_health::wanted(
-                            &snap.services,
-                            &snap.slices,
-                            &cfg.node_name,
-                        ))
-                        .await;
+                    ports.reconcile(desired.health_ports(&cfg.node_name)).await;
                 }
                 if std::mem::take(&mut kube_proxy_cleanup_pending) {
                     remove_kube_proxy_rules().await;
+                }
+                if std::mem::take(&mut first_sync) {
+                    release_spare_memory(&mut desired);
                 }
                 None
             }
@@ -342,19 +351,38 @@ pub async fn run(cfg: ProxyConfig) -> Result<()> {
     Ok(())
 }
 
+/// After the initial burst: shrinks the proxy's tables and hands freed heap pages back to the kernel (the burst's
+/// parse buffers would otherwise stay in the process's RSS).
+fn release_spare_memory(desired: &mut Desired) {
+    desired.shrink();
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap memory to the kernel; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn configured_node_ip_comes_first() {
-        let snap = Snapshot {
-            services: Vec::new(),
-            slices: Vec::new(),
-            nodes: Vec::new(),
-        };
-        let n = node_info("n1", Ipv4Addr::new(10, 0, 0, 1), &snap);
+        let n = node_info("n1", Ipv4Addr::new(10, 0, 0, 1), None);
         assert_eq!(n.name, "n1");
         assert_eq!(n.addresses, [Ipv4Addr::new(10, 0, 0, 1)]);
+        let known = NodeInput {
+            info: NodeInfo {
+                name: "n1".into(),
+                addresses: vec![Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 1)],
+                zone: None,
+            },
+            eligible: true,
+        };
+        let n = node_info("n1", Ipv4Addr::new(10, 0, 0, 1), Some(&known));
+        assert_eq!(
+            n.addresses,
+            [Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)]
+        );
     }
 }

@@ -2,14 +2,17 @@
 use std::{collections::HashMap, net::Ipv4Addr};
 
 use k8s_openapi::api::{
-    core::v1::{Node, Service, ServicePort},
+    core::v1::{Node, Service},
     discovery::v1::EndpointSlice,
 };
 use skiff_common::svc_flags;
 
-use super::endpoints::{PortEndpoints, SERVICE_NAME_LABEL, port_endpoints};
 pub use super::state::{
     Algorithm, BackendSpec, DataplaneState, Frontend, NodeInfo, Protocol, Scope, ServiceRef,
+};
+use super::{
+    endpoints::{PortEndpoints, port_endpoints},
+    inputs::{Change, Converter, ObjKey, ServiceInput, SliceInput},
 };
 
 /// Services with this label are headless (no virtual IP to serve).
@@ -50,54 +53,84 @@ impl NodeInfo {
     }
 }
 
-/// Computes the desired dataplane state. Deterministic: the result is sorted by services map key, and when two
-/// Services claim the same frontend the one first by namespace/name wins.
+/// Computes the desired dataplane state from whole object lists (the full recompute; the agent keeps the same
+/// result up to date incrementally with `incremental::Desired`). Deterministic: the result is sorted by services
+/// map key, and when two Services claim the same frontend the one first by namespace/name wins.
 pub fn desired(services: &[Service], slices: &[EndpointSlice], node: &NodeInfo) -> DataplaneState {
-    let index = index_slices(slices);
-    let mut sorted: Vec<&Service> = services.iter().collect();
-    sorted.sort_by(|a, b| {
-        (a.metadata.namespace.as_deref(), a.metadata.name.as_deref())
-            .cmp(&(b.metadata.namespace.as_deref(), b.metadata.name.as_deref()))
-    });
+    let mut conv = Converter::default();
+    let mut index: HashMap<ObjKey, Vec<SliceInput>> = HashMap::new();
+    for s in slices {
+        let Change::Slice(key, Some(input)) = conv.slice(s) else {
+            continue;
+        };
+        if let Some(svc) = input.service.clone() {
+            let owner = ObjKey {
+                namespace: key.namespace,
+                name: svc,
+            };
+            index.entry(owner).or_default().push(input);
+        }
+    }
+    let mut sorted: Vec<(ObjKey, ServiceInput)> = services
+        .iter()
+        .filter_map(|svc| match conv.service(svc) {
+            Change::Service(key, Some(input)) => Some((key, input)),
+            _ => None,
+        })
+        .collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
     let mut frontends = Vec::new();
-    for svc in sorted {
-        let key = (namespace(svc), svc.metadata.name.as_deref().unwrap_or(""));
-        let own = index.get(&key).map(Vec::as_slice).unwrap_or(&[]);
-        service_frontends(svc, own, node, &mut frontends);
+    for (key, svc) in &sorted {
+        let own: Vec<&SliceInput> = index.get(key).into_iter().flatten().collect();
+        frontends.extend(service_frontends(key, svc, &own, node));
     }
     DataplaneState::from_frontends(frontends)
 }
 
-fn namespace(svc: &Service) -> &str {
-    svc.metadata.namespace.as_deref().unwrap_or("default")
-}
-
-/// IPv4 slices by (namespace, service name).
-fn index_slices(slices: &[EndpointSlice]) -> HashMap<(&str, &str), Vec<&EndpointSlice>> {
-    let mut index: HashMap<(&str, &str), Vec<&EndpointSlice>> = HashMap::new();
-    for s in slices.iter().filter(|s| s.address_type == "IPv4") {
-        let Some(svc) = s.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)) else {
-            continue;
-        };
-        let ns = s.metadata.namespace.as_deref().unwrap_or("default");
-        index.entry((ns, svc.as_str())).or_default().push(s);
+/// The frontends one Service asks for, in its own order (cluster IPs, NodePorts, external IPs per port); pure.
+pub fn service_frontends(
+    key: &ObjKey,
+    svc: &ServiceInput,
+    slices: &[&SliceInput],
+    node: &NodeInfo,
+) -> Vec<Frontend> {
+    let mut out = Vec::new();
+    if !svc.proxied {
+        return out;
     }
-    index
-}
-
-/// Whether this proxy serves the Service at all.
-fn is_proxied(svc: &Service) -> bool {
-    let labels = svc.metadata.labels.as_ref();
-    let has_label = |l: &str| labels.is_some_and(|m| m.contains_key(l));
-    let Some(spec) = svc.spec.as_ref() else {
-        return false;
+    let common = Common {
+        affinity_timeout_s: svc.affinity_timeout_s,
+        algorithm: svc.algorithm(),
+        internal_local: svc.internal_local,
+        external_local: svc.external_local,
     };
-    let headless = spec.cluster_ip.as_deref() == Some("None")
-        || spec.cluster_ips.iter().flatten().any(|ip| ip == "None");
-    spec.type_.as_deref() != Some("ExternalName")
-        && !headless
-        && !has_label(HEADLESS_LABEL)
-        && !has_label(PROXY_NAME_LABEL)
+    for port in svc.ports.iter() {
+        let (protocol, number) = (port.protocol, port.port);
+        let eps = port_endpoints(port, slices.iter().copied(), &node.name, node.zone.as_deref());
+        let origin = ServiceRef {
+            namespace: key.namespace.to_string(),
+            name: key.name.to_string(),
+            port_name: port.name.to_string(),
+            port: number,
+        };
+        let make = |addr: Ipv4Addr, port: u16, scope: Scope, flags: u16| {
+            frontend(&common, &eps, &origin, addr, port, protocol, scope, flags)
+        };
+        for &ip in svc.cluster_ips.iter() {
+            out.push(make(ip, number, Scope::Internal, 0));
+        }
+        if let Some(node_port) = port.node_port.filter(|_| svc.node_ports) {
+            for &ip in &node.addresses {
+                out.push(make(ip, node_port, Scope::Internal, svc_flags::NODEPORT));
+                out.push(make(ip, node_port, Scope::External, svc_flags::NODEPORT));
+            }
+        }
+        for &ip in svc.external_ips.iter() {
+            out.push(make(ip, number, Scope::Internal, svc_flags::EXTERNAL_IP));
+            out.push(make(ip, number, Scope::External, svc_flags::EXTERNAL_IP));
+        }
+    }
+    out
 }
 
 /// Attributes shared by every frontend of one Service.
@@ -106,116 +139,6 @@ struct Common {
     algorithm: Algorithm,
     internal_local: bool,
     external_local: bool,
-}
-
-fn service_frontends(svc: &Service, slices: &[&EndpointSlice], node: &NodeInfo, out: &mut Vec<Frontend>) {
-    if !is_proxied(svc) {
-        return;
-    }
-    let Some(spec) = svc.spec.as_ref() else {
-        return;
-    };
-    let affinity_timeout_s = if spec.session_affinity.as_deref() == Some("ClientIP") {
-        spec.session_affinity_config
-            .as_ref()
-            .and_then(|c| c.client_ip.as_ref())
-            .and_then(|c| c.timeout_seconds)
-            .and_then(|t| u32::try_from(t).ok())
-            .filter(|t| *t > 0)
-            .unwrap_or(DEFAULT_AFFINITY_TIMEOUT_S)
-    } else {
-        0
-    };
-    let maglev = svc
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(LB_ALGORITHM_ANNOTATION))
-        .map(String::as_str)
-        == Some("maglev");
-    let common = Common {
-        affinity_timeout_s,
-        algorithm: if maglev {
-            Algorithm::Maglev
-        } else {
-            Algorithm::Random
-        },
-        internal_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
-        external_local: spec.external_traffic_policy.as_deref() == Some("Local"),
-    };
-    let svc_type = spec.type_.as_deref().unwrap_or("ClusterIP");
-    let cluster_ips = match spec.cluster_ips.as_ref().filter(|v| !v.is_empty()) {
-        Some(list) => list.clone(),
-        None => spec.cluster_ip.iter().cloned().collect(),
-    };
-    let cluster_ips = parse_ipv4s(&cluster_ips);
-    let mut external_ips = parse_ipv4s(spec.external_ips.as_deref().unwrap_or(&[]));
-    if svc_type == "LoadBalancer" {
-        let ingress = svc
-            .status
-            .as_ref()
-            .and_then(|s| s.load_balancer.as_ref())
-            .and_then(|l| l.ingress.as_ref());
-        for ing in ingress.into_iter().flatten() {
-            // ipMode Proxy: the load balancer delivers to the node itself, the VIP must not be captured here.
-            if ing.ip_mode.as_deref() == Some("Proxy") {
-                continue;
-            }
-            if let Some(ip) = ing.ip.as_deref().and_then(|ip| ip.parse::<Ipv4Addr>().ok())
-                && !external_ips.contains(&ip)
-            {
-                external_ips.push(ip);
-            }
-        }
-    }
-    let node_ports = matches!(svc_type, "NodePort" | "LoadBalancer");
-    for port in spec.ports.iter().flatten() {
-        let (Some(protocol), Ok(number)) = (
-            Protocol::from_k8s(port.protocol.as_deref()),
-            u16::try_from(port.port),
-        ) else {
-            continue;
-        };
-        let eps = port_endpoints(port, slices.iter().copied(), &node.name, node.zone.as_deref());
-        let origin = ServiceRef {
-            namespace: namespace(svc).to_string(),
-            name: svc.metadata.name.clone().unwrap_or_default(),
-            port_name: port.name.clone().unwrap_or_default(),
-            port: number,
-        };
-        let make = |addr: Ipv4Addr, port: u16, scope: Scope, flags: u16| {
-            frontend(&common, &eps, &origin, addr, port, protocol, scope, flags)
-        };
-        for &ip in &cluster_ips {
-            out.push(make(ip, number, Scope::Internal, 0));
-        }
-        if let Some(node_port) = node_port(port).filter(|_| node_ports) {
-            for &ip in &node.addresses {
-                out.push(make(ip, node_port, Scope::Internal, svc_flags::NODEPORT));
-                out.push(make(ip, node_port, Scope::External, svc_flags::NODEPORT));
-            }
-        }
-        for &ip in &external_ips {
-            out.push(make(ip, number, Scope::Internal, svc_flags::EXTERNAL_IP));
-            out.push(make(ip, number, Scope::External, svc_flags::EXTERNAL_IP));
-        }
-    }
-}
-
-fn node_port(port: &ServicePort) -> Option<u16> {
-    port.node_port
-        .and_then(|n| u16::try_from(n).ok())
-        .filter(|n| *n != 0)
-}
-
-fn parse_ipv4s(list: &[String]) -> Vec<Ipv4Addr> {
-    let mut out: Vec<Ipv4Addr> = Vec::new();
-    for ip in list.iter().filter_map(|s| s.parse::<Ipv4Addr>().ok()) {
-        if !out.contains(&ip) {
-            out.push(ip);
-        }
-    }
-    out
 }
 
 #[allow(

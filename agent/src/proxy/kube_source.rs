@@ -1,5 +1,6 @@
-//! The Kubernetes API source: reflectors for Services, EndpointSlices and Nodes, merged into debounced snapshots.
-use std::{fmt::Debug, hash::Hash, time::Duration};
+//! The Kubernetes API source: one watcher per kind (Services, EndpointSlices, Nodes), each event converted to a
+//! compact change at once (no object store is kept), relists turned into the deletions they imply.
+use std::{collections::HashSet, fmt::Debug};
 
 use futures::StreamExt;
 use k8s_openapi::api::{
@@ -8,91 +9,153 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client, Resource,
-    runtime::{
-        WatchStreamExt,
-        reflector::{self, Store},
-        watcher,
-    },
+    runtime::{WatchStreamExt, watcher},
 };
 use serde::de::DeserializeOwned;
-use tokio::sync::watch;
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
-use super::source::Snapshot;
+use super::inputs::{Change, Converter, Kind, ObjKey, key_of};
 
-/// How long a burst of changes may keep arriving before a snapshot is published.
-pub const DEBOUNCE: Duration = Duration::from_millis(100);
-
-/// Starts the three reflectors and the task that publishes snapshots once all initial lists are complete.
-pub fn spawn_kube(client: Client) -> watch::Receiver<Option<Snapshot>> {
-    let (tx, rx) = watch::channel(None);
-    let (changed_tx, changed_rx) = watch::channel(0u64);
-    let services = spawn_reflector::<Service>(Api::all(client.clone()), changed_tx.clone());
-    let slices = spawn_reflector::<EndpointSlice>(Api::all(client.clone()), changed_tx.clone());
-    let nodes = spawn_reflector::<Node>(Api::all(client), changed_tx);
-    tokio::spawn(publish(services, slices, nodes, changed_rx, tx));
+/// Starts the three watchers; each kind is `Listed` once its initial list is complete.
+pub fn spawn_kube(client: Client) -> mpsc::UnboundedReceiver<Vec<Change>> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    spawn_watcher::<Service>(Api::all(client.clone()), Kind::Service, tx.clone());
+    spawn_watcher::<EndpointSlice>(Api::all(client.clone()), Kind::EndpointSlice, tx.clone());
+    spawn_watcher::<Node>(Api::all(client), Kind::Node, tx);
     rx
 }
 
-/// Runs a reflector for `K` in its own task; every event bumps `changed`.
-fn spawn_reflector<K>(api: Api<K>, changed: watch::Sender<u64>) -> Store<K>
+/// Objects of one kind that turn into changes.
+pub trait Watched: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static {
+    fn change(conv: &mut Converter, obj: &Self) -> Change;
+    fn deleted(key: ObjKey) -> Change;
+}
+
+impl Watched for Service {
+    fn change(conv: &mut Converter, obj: &Self) -> Change {
+        conv.service(obj)
+    }
+    fn deleted(key: ObjKey) -> Change {
+        Change::Service(key, None)
+    }
+}
+
+impl Watched for EndpointSlice {
+    fn change(conv: &mut Converter, obj: &Self) -> Change {
+        conv.slice(obj)
+    }
+    fn deleted(key: ObjKey) -> Change {
+        Change::Slice(key, None)
+    }
+}
+
+impl Watched for Node {
+    fn change(conv: &mut Converter, obj: &Self) -> Change {
+        conv.node(obj)
+    }
+    fn deleted(key: ObjKey) -> Change {
+        Change::Node(key.name, None)
+    }
+}
+
+fn spawn_watcher<K>(api: Api<K>, kind: Kind, tx: mpsc::UnboundedSender<Vec<Change>>)
 where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+    K: Watched,
+    K::DynamicType: Default,
 {
-    let (reader, writer) = reflector::store();
-    let kind = K::kind(&K::DynamicType::default()).to_string();
-    let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
+    let stream = watcher(api, watcher::Config::default()).default_backoff();
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
+        let mut events = Events::<K>::new(kind);
         while let Some(event) = stream.next().await {
             match event {
-                Ok(_) => {
-                    changed.send_modify(|n| *n = n.wrapping_add(1));
+                Ok(e) => {
+                    let changes = events.handle(e);
+                    if !changes.is_empty() && tx.send(changes).is_err() {
+                        return;
+                    }
                 }
                 // The watcher recovers by itself (with backoff); say why it had to.
-                Err(e) => warn!(kind, error = %e, "watch failed; retrying"),
-            }
-            if changed.is_closed() {
-                return;
+                Err(e) => warn!(?kind, error = %e, "watch failed; retrying"),
             }
         }
     });
-    reader
 }
 
-async fn publish(
-    services: Store<Service>,
-    slices: Store<EndpointSlice>,
-    nodes: Store<Node>,
-    mut changed: watch::Receiver<u64>,
-    tx: watch::Sender<Option<Snapshot>>,
-) {
-    // The first snapshot only once every initial list is complete.
-    let ready = async {
-        services.wait_until_ready().await?;
-        slices.wait_until_ready().await?;
-        nodes.wait_until_ready().await
-    };
-    if ready.await.is_err() {
-        return;
+/// Turns one kind's watcher events into changes (pure; keeps only the keys of the objects it has seen).
+pub struct Events<K> {
+    kind: Kind,
+    conv: Converter,
+    known: HashSet<ObjKey>,
+    /// Keys listed since the last `Init` (a relist in progress), and their changes: a relist is sent as one batch.
+    relisting: Option<(HashSet<ObjKey>, Vec<Change>)>,
+    listed: bool,
+    _kind: std::marker::PhantomData<K>,
+}
+
+impl<K: Watched> Events<K> {
+    pub fn new(kind: Kind) -> Self {
+        Events {
+            kind,
+            conv: Converter::default(),
+            known: HashSet::new(),
+            relisting: None,
+            listed: false,
+            _kind: std::marker::PhantomData,
+        }
     }
-    info!("initial Service, EndpointSlice and Node lists complete");
-    loop {
-        changed.borrow_and_update();
-        let snapshot = Snapshot {
-            services: services.state().iter().map(|o| (**o).clone()).collect(),
-            slices: slices.state().iter().map(|o| (**o).clone()).collect(),
-            nodes: nodes.state().iter().map(|o| (**o).clone()).collect(),
-        };
-        if tx.send(Some(snapshot)).is_err() {
-            return;
+
+    pub fn handle(&mut self, event: watcher::Event<K>) -> Vec<Change> {
+        match event {
+            watcher::Event::Apply(o) => {
+                let key = self.key(&o);
+                self.known.insert(key);
+                vec![K::change(&mut self.conv, &o)]
+            }
+            watcher::Event::Delete(o) => {
+                let key = self.key(&o);
+                self.known.remove(&key);
+                vec![K::deleted(key)]
+            }
+            watcher::Event::Init => {
+                self.relisting = Some(Default::default());
+                Vec::new()
+            }
+            watcher::Event::InitApply(o) => {
+                let key = self.key(&o);
+                let change = K::change(&mut self.conv, &o);
+                let (keys, changes) = self.relisting.get_or_insert_with(Default::default);
+                keys.insert(key);
+                changes.push(change);
+                Vec::new()
+            }
+            watcher::Event::InitDone => {
+                let (listed, mut out) = self.relisting.take().unwrap_or_default();
+                out.extend(
+                    self.known
+                        .iter()
+                        .filter(|k| !listed.contains(*k))
+                        .cloned()
+                        .map(K::deleted),
+                );
+                self.known = listed;
+                self.conv.strings.collect();
+                if !std::mem::replace(&mut self.listed, true) {
+                    info!(kind = ?self.kind, objects = self.known.len(), "initial list complete");
+                    out.push(Change::Listed(self.kind));
+                }
+                out
+            }
         }
-        tokio::select! {
-            r = changed.changed() => if r.is_err() { return },
-            _ = tx.closed() => return,
+    }
+
+    fn key(&mut self, o: &K) -> ObjKey {
+        let mut key = key_of(o.meta(), &mut self.conv.strings);
+        if self.kind == Kind::Node {
+            key.namespace = self.conv.strings.get("");
         }
-        tokio::time::sleep(DEBOUNCE).await;
+        key
     }
 }
 
@@ -109,59 +172,45 @@ mod tests {
         o
     }
 
-    fn list<K>(writer: &mut reflector::store::Writer<K>, objects: Vec<K>)
-    where
-        K: Resource + Clone,
-        K::DynamicType: Eq + Hash + Clone,
-    {
-        writer.apply_watcher_event(&Event::Init);
-        for o in objects {
-            writer.apply_watcher_event(&Event::InitApply(o));
-        }
-        writer.apply_watcher_event(&Event::InitDone);
+    fn names(changes: &[Change]) -> Vec<String> {
+        changes
+            .iter()
+            .map(|c| match c {
+                Change::Service(k, Some(_)) => format!("+{}", k.name),
+                Change::Service(k, None) => format!("-{}", k.name),
+                Change::Listed(k) => format!("listed {k:?}"),
+                other => format!("{other:?}"),
+            })
+            .collect()
     }
 
-    async fn next(rx: &mut watch::Receiver<Option<Snapshot>>) -> Snapshot {
-        tokio::time::timeout(Duration::from_secs(5), rx.changed())
-            .await
-            .expect("a snapshot in time")
-            .unwrap();
-        rx.borrow_and_update()
-            .clone()
-            .expect("published snapshots are complete")
-    }
-
-    #[tokio::test]
-    async fn publishes_only_after_every_initial_list_then_on_changes() {
-        let (svc_reader, mut svc_writer) = reflector::store::<Service>();
-        let (slice_reader, mut slice_writer) = reflector::store::<EndpointSlice>();
-        let (node_reader, mut node_writer) = reflector::store::<Node>();
-        let (changed_tx, changed_rx) = watch::channel(0u64);
-        let (tx, mut rx) = watch::channel(None);
-        tokio::spawn(publish(svc_reader, slice_reader, node_reader, changed_rx, tx));
-
-        list(&mut svc_writer, vec![named::<Service>("a")]);
-        list(&mut slice_writer, vec![]);
-        changed_tx.send_modify(|n| *n += 1);
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    #[test]
+    fn listed_once_after_the_initial_list_then_per_object_changes() {
+        let mut ev = Events::<Service>::new(Kind::Service);
+        assert!(ev.handle(Event::Init).is_empty());
         assert!(
-            rx.borrow().is_none(),
-            "published before the Node list was complete"
+            ev.handle(Event::InitApply(named("a"))).is_empty(),
+            "a list is sent as one batch"
         );
+        assert!(ev.handle(Event::InitApply(named("b"))).is_empty());
+        assert_eq!(names(&ev.handle(Event::InitDone)), ["+a", "+b", "listed Service"]);
+        assert_eq!(names(&ev.handle(Event::Apply(named("c")))), ["+c"]);
+        assert_eq!(names(&ev.handle(Event::Delete(named("a")))), ["-a"]);
+    }
 
-        list(&mut node_writer, vec![named::<Node>("n1")]);
-        let s = next(&mut rx).await;
-        assert_eq!((s.services.len(), s.slices.len(), s.nodes.len()), (1, 0, 1));
-
-        // A burst of changes gives one snapshot with all of them.
-        for name in ["b", "c", "d"] {
-            svc_writer.apply_watcher_event(&Event::Apply(named::<Service>(name)));
-            changed_tx.send_modify(|n| *n += 1);
-        }
-        let s = next(&mut rx).await;
-        assert_eq!(s.services.len(), 4);
-        svc_writer.apply_watcher_event(&Event::Delete(named::<Service>("a")));
-        changed_tx.send_modify(|n| *n += 1);
-        assert_eq!(next(&mut rx).await.services.len(), 3);
+    #[test]
+    fn a_relist_deletes_what_it_no_longer_lists() {
+        let mut ev = Events::<Service>::new(Kind::Service);
+        ev.handle(Event::Init);
+        ev.handle(Event::InitApply(named("a")));
+        ev.handle(Event::InitApply(named("b")));
+        ev.handle(Event::InitDone);
+        ev.handle(Event::Init);
+        ev.handle(Event::InitApply(named("b")));
+        assert_eq!(
+            names(&ev.handle(Event::InitDone)),
+            ["+b", "-a"],
+            "listed only once"
+        );
     }
 }

@@ -43,6 +43,17 @@ pub struct Parsed {
 /// Services without a clusterIP are skipped (reported in `skipped`).
 pub fn parse(text: &str) -> Result<Parsed, ParseError> {
     let mut parsed = Parsed::default();
+    let skipped = parse_each(text, |obj, _| parsed.objects.push(obj))?;
+    parsed.skipped = skipped;
+    Ok(parsed)
+}
+
+/// Like `parse`, but hands each object to `each` as soon as it is read, with a hash of its document (equal
+/// documents give equal hashes within a process), so that a large file never holds all its objects at once. On an
+/// error, `each` may already have seen the objects before the invalid document: buffer what it does until the
+/// result is known. Returns the skip reasons.
+pub fn parse_each(text: &str, mut each: impl FnMut(Object, u64)) -> Result<Vec<String>, ParseError> {
+    let mut skipped = Vec::new();
     for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let value =
             serde_yaml::Value::deserialize(doc).map_err(|source| ParseError::Syntax { index, source })?;
@@ -53,12 +64,34 @@ pub fn parse(text: &str) -> Result<Parsed, ParseError> {
             index,
             message: format!("cannot convert to JSON: {e}"),
         })?;
-        collect(index, value, &mut parsed)?;
+        collect(index, value, &mut skipped, &mut each)?;
     }
-    Ok(parsed)
+    Ok(skipped)
 }
 
-fn collect(index: usize, value: serde_json::Value, out: &mut Parsed) -> Result<(), ParseError> {
+/// A hash of a JSON value (of its serialization; object keys are sorted, so equal values hash equally).
+fn value_hash(value: &serde_json::Value) -> u64 {
+    struct HashWriter(std::collections::hash_map::DefaultHasher);
+    impl std::io::Write for HashWriter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            std::hash::Hasher::write(&mut self.0, buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut w = HashWriter(Default::default());
+    let _ = serde_json::to_writer(&mut w, value);
+    std::hash::Hasher::finish(&w.0)
+}
+
+fn collect(
+    index: usize,
+    value: serde_json::Value,
+    skipped: &mut Vec<String>,
+    each: &mut impl FnMut(Object, u64),
+) -> Result<(), ParseError> {
     let Some(kind) = value.get("kind").and_then(|k| k.as_str()).map(str::to_owned) else {
         return Err(ParseError::Shape {
             index,
@@ -78,16 +111,17 @@ fn collect(index: usize, value: serde_json::Value, out: &mut Parsed) -> Result<(
     };
     match kind.as_str() {
         "List" | "ServiceList" | "EndpointSliceList" | "NodeList" => {
-            let items = value
-                .get("items")
-                .and_then(|i| i.as_array())
-                .cloned()
-                .unwrap_or_default();
+            let mut value = value;
+            let items = match value.get_mut("items").map(serde_json::Value::take) {
+                Some(serde_json::Value::Array(items)) => items,
+                _ => Vec::new(),
+            };
             for item in items {
-                collect(index, item, out)?;
+                collect(index, item, skipped, each)?;
             }
         }
         "Service" => {
+            let hash = value_hash(&value);
             let mut svc: Service = serde_json::from_value(value).map_err(invalid)?;
             let has_ip = svc
                 .spec
@@ -101,22 +135,27 @@ fn collect(index: usize, value: serde_json::Value, out: &mut Parsed) -> Result<(
                     .is_some_and(|ips| !ips.is_empty());
             let is_external_name = svc.spec.as_ref().and_then(|s| s.type_.as_deref()) == Some("ExternalName");
             if !has_ip && !is_external_name {
-                out.skipped.push(format!(
+                skipped.push(format!(
                     "document {index}: Service{name} has no clusterIP; skipped"
                 ));
                 return Ok(());
             }
             svc.metadata.namespace.get_or_insert_with(|| "default".into());
-            out.objects.push(Object::Service(Box::new(svc)));
+            each(Object::Service(Box::new(svc)), hash);
         }
         "EndpointSlice" => {
+            let hash = value_hash(&value);
             let mut slice: EndpointSlice = serde_json::from_value(value).map_err(invalid)?;
             slice.metadata.namespace.get_or_insert_with(|| "default".into());
-            out.objects.push(Object::EndpointSlice(Box::new(slice)));
+            each(Object::EndpointSlice(Box::new(slice)), hash);
         }
-        "Node" => out.objects.push(Object::Node(Box::new(
-            serde_json::from_value(value).map_err(invalid)?,
-        ))),
+        "Node" => {
+            let hash = value_hash(&value);
+            each(
+                Object::Node(Box::new(serde_json::from_value(value).map_err(invalid)?)),
+                hash,
+            );
+        }
         _ => {}
     }
     Ok(())

@@ -2,6 +2,8 @@
 pub mod desired;
 pub mod endpoints;
 pub mod ids;
+pub mod incremental;
+pub mod inputs;
 pub mod kube_source;
 pub mod maglev;
 pub mod manifest_source;
@@ -13,11 +15,14 @@ pub mod state;
 pub mod tables;
 
 pub use desired::{DataplaneState, NodeInfo, desired};
+pub use incremental::{Delta, Desired};
 pub use planner::Planner;
-pub use source::{Snapshot, SourceConfig, spawn_source};
+pub use source::{Change, SourceConfig, spawn_source};
 
 #[cfg(test)]
 mod desired_tests;
+#[cfg(test)]
+mod incremental_tests;
 #[cfg(test)]
 mod planner_tests;
 #[cfg(test)]

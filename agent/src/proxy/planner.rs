@@ -192,11 +192,15 @@ impl Planner {
         self.prev.get(key).map(|f| f.origin.to_string())
     }
 
+    /// Whether the next plan must see the whole desired state (`plan`), not a delta: right after a restore.
+    pub fn needs_full(&self) -> bool {
+        self.gc_pending
+    }
+
     /// Emits the ops that turn the maps into `desired`, in an order the datapath can run between at any point,
     /// and updates the view. Only frontends that differ from the previous plan are looked at in detail; unchanged
     /// ones cost no ops.
     pub fn plan(&mut self, desired: &DataplaneState) -> Vec<MapOp> {
-        let mut ops = Vec::new();
         let full = std::mem::take(&mut self.gc_pending);
         let mut changed: Vec<&Frontend> = Vec::new();
         let mut keys: HashSet<ServiceKey> = HashSet::with_capacity(desired.frontends.len());
@@ -208,6 +212,42 @@ impl Planner {
             }
         }
         let gone: Vec<ServiceKey> = self.prev.keys().filter(|k| !keys.contains(k)).copied().collect();
+        // Entries nothing plans any more (removed, or not programmable) are found among all of them.
+        let candidates: Vec<ServiceKey> = self.view.services.keys().copied().collect();
+        self.plan_changes(changed, gone, candidates, full)
+    }
+
+    /// Like `plan`, given only what changed since the previous plan: `upserts` (new or changed frontends) and
+    /// `removed` (keys no longer desired), as `incremental::Desired::update` returns them. Cost is proportional to
+    /// the change. Must not be used while `needs_full` is true.
+    pub fn plan_delta(&mut self, upserts: &[Frontend], removed: &[ServiceKey]) -> Vec<MapOp> {
+        debug_assert!(!self.gc_pending, "plan_delta right after a restore");
+        let mut seen: HashSet<ServiceKey> = HashSet::with_capacity(upserts.len() + removed.len());
+        let mut changed: Vec<&Frontend> = Vec::new();
+        for fe in upserts {
+            let key = fe.key();
+            if seen.insert(key) && self.prev.get(&key) != Some(fe) {
+                changed.push(fe);
+            }
+        }
+        changed.sort_by_key(|f| f.key());
+        let gone: Vec<ServiceKey> = removed.iter().filter(|k| !seen.contains(k)).copied().collect();
+        let mut candidates: Vec<ServiceKey> = seen.into_iter().chain(gone.iter().copied()).collect();
+        candidates.sort_unstable();
+        candidates.dedup();
+        self.plan_changes(changed, gone, candidates, false)
+    }
+
+    /// The common part of `plan` and `plan_delta`: `changed` frontends in key order, `gone` keys, and the service
+    /// entries that may have lost their frontend (`candidates`, sorted).
+    fn plan_changes(
+        &mut self,
+        changed: Vec<&Frontend>,
+        gone: Vec<ServiceKey>,
+        candidates: Vec<ServiceKey>,
+        full: bool,
+    ) -> Vec<MapOp> {
+        let mut ops = Vec::new();
         let mut touched = Touched::default();
         for key in changed.iter().map(|f| f.key()).chain(gone) {
             if let Some(old) = self.prev.remove(&key) {
@@ -231,12 +271,9 @@ impl Planner {
             }
         }
         // Entries nothing planned any more (removed, or not programmable).
-        let removed: Vec<ServiceKey> = self
-            .view
-            .services
-            .keys()
-            .filter(|k| !self.prev.contains_key(k))
-            .copied()
+        let removed: Vec<ServiceKey> = candidates
+            .into_iter()
+            .filter(|k| self.view.services.contains_key(k) && !self.prev.contains_key(k))
             .collect();
         for key in removed {
             self.emit(MapOp::DeleteService(key), &mut ops);

@@ -1,31 +1,12 @@
-//! Where Services, EndpointSlices and Nodes come from: a manifest directory or the Kubernetes API.
+//! Where Services, EndpointSlices and Nodes come from: a manifest directory or the Kubernetes API, delivered as
+//! per-object changes in compact form.
 use std::path::PathBuf;
 
-use k8s_openapi::api::{
-    core::v1::{Node, Service},
-    discovery::v1::EndpointSlice,
-};
-use tokio::sync::watch;
+use tokio::sync::mpsc;
 
+pub use super::inputs::Change;
 pub use super::kube_source::spawn_kube;
 pub use super::manifest_source::{ManifestOptions, spawn_manifests};
-
-/// The complete current set of objects the proxy needs (every change produces a new snapshot).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Snapshot {
-    pub services: Vec<Service>,
-    pub slices: Vec<EndpointSlice>,
-    pub nodes: Vec<Node>,
-}
-
-impl Snapshot {
-    /// The Node called `name`, if the snapshot has it.
-    pub fn node(&self, name: &str) -> Option<&Node> {
-        self.nodes
-            .iter()
-            .find(|n| n.metadata.name.as_deref() == Some(name))
-    }
-}
 
 /// Which source to watch.
 pub enum SourceConfig {
@@ -35,9 +16,10 @@ pub enum SourceConfig {
     Kube(kube::Client),
 }
 
-/// Starts the source on the current tokio runtime. The receiver holds `None` until the initial state is complete,
-/// then a full snapshot after every change (bursts are debounced).
-pub fn spawn_source(cfg: SourceConfig) -> anyhow::Result<watch::Receiver<Option<Snapshot>>> {
+/// Starts the source on the current tokio runtime. It sends batches of changes (one `Change` per added, changed or
+/// deleted object; a batch is what one read or one relist found, to be applied together) and `Change::Listed` for
+/// each kind once its initial list is complete (before that the set is partial).
+pub fn spawn_source(cfg: SourceConfig) -> anyhow::Result<mpsc::UnboundedReceiver<Vec<Change>>> {
     match cfg {
         SourceConfig::Manifests(dir) => spawn_manifests(dir, ManifestOptions::default()),
         SourceConfig::Kube(client) => Ok(spawn_kube(client)),
