@@ -123,3 +123,76 @@ pub fn conflict_error(conflicts: &[Conflict]) -> ApiError {
         details: Some(json!({"causes": causes})),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::path::{self, Route};
+    use crate::api::query::Query;
+    use crate::registry::kinds;
+
+    fn ctx(url: &str, query: &str, user_agent: &str) -> Ctx {
+        let Route::Resource(path) = path::parse(url) else {
+            panic!("{url} is not a resource path")
+        };
+        Ctx {
+            kind: kinds::find(&path.group, &path.version, &path.plural).expect("served kind"),
+            path,
+            query: Query::parse(Some(query)),
+            table: false,
+            content_type: "application/apply-patch+yaml".into(),
+            user_agent: user_agent.into(),
+        }
+    }
+
+    #[test]
+    fn managers_come_from_the_query_or_the_user_agent() {
+        let url = "/apis/apps/v1/namespaces/default/deployments/web";
+        let agent = "kubectl/v1.35.0 (linux/amd64) kubernetes/abcdef";
+        assert_eq!(
+            manager_name(&ctx(url, "fieldManager=kubectl-edit", agent)),
+            "kubectl-edit"
+        );
+        assert_eq!(manager_name(&ctx(url, "", agent)), "kubectl");
+        assert_eq!(manager_name(&ctx(url, "", "")), "unknown");
+        let long = "x".repeat(300);
+        assert_eq!(manager_name(&ctx(url, "", &long)).len(), MAX_AGENT_MANAGER);
+    }
+
+    #[test]
+    fn scopes_follow_the_subresource() {
+        let deploy = "/apis/apps/v1/namespaces/default/deployments/web";
+        assert_eq!(scope(&ctx(deploy, "", "")), Scope::NoStatus);
+        assert_eq!(
+            scope(&ctx(&format!("{deploy}/status"), "", "")),
+            Scope::StatusOnly
+        );
+        assert_eq!(scope(&ctx(&format!("{deploy}/scale"), "", "")), Scope::NoStatus);
+        assert_eq!(
+            scope(&ctx("/api/v1/namespaces/default/configmaps/c", "", "")),
+            Scope::All
+        );
+        assert!(is_apply(&ctx(deploy, "", "")));
+        assert!(!is_apply(&ctx(&format!("{deploy}/scale"), "", "")));
+    }
+
+    #[test]
+    fn conflicts_become_kube_status_causes() {
+        let conflicts = vec![Conflict {
+            manager: "\"kubectl-client-side-apply\" using apps/v1".into(),
+            path: vec![
+                fieldset::Element::Field("spec".into()),
+                fieldset::Element::Field("replicas".into()),
+            ],
+        }];
+        let err = conflict_error(&conflicts);
+        assert_eq!((err.code, err.reason), (409, "Conflict"));
+        assert_eq!(
+            err.message,
+            "Apply failed with 1 conflict: conflict with \"kubectl-client-side-apply\" using apps/v1: .spec.replicas"
+        );
+        let cause = &err.details.unwrap()["causes"][0];
+        assert_eq!(cause["reason"], "FieldManagerConflict");
+        assert_eq!(cause["field"], ".spec.replicas");
+    }
+}
