@@ -348,3 +348,63 @@ async fn deleting_a_namespace_empties_it() {
     })
     .await;
 }
+
+/// Every controller off except the named ones.
+fn only(names: &[&str]) -> ControllerOptions {
+    let mut options = ControllerOptions::default();
+    for name in controllers::NAMES.iter().filter(|n| !names.contains(n)) {
+        options.disable(name).unwrap();
+    }
+    options
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_started_later_finishes_pending_work() {
+    let c = cluster(only(&[])).await;
+    let sets: Api<ReplicaSet> = Api::namespaced(c.client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
+    let rs = sets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(rs_json("later", 0)).unwrap(),
+        )
+        .await
+        .unwrap();
+    let owned: Pod = serde_json::from_value(json!({"metadata": {"name": "later-a", "ownerReferences": [
+        {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "later", "uid": rs.metadata.uid, "controller": true,
+         "blockOwnerDeletion": true}]},
+        "spec": {"containers": [{"name": "c", "image": "nginx"}]}}))
+    .unwrap();
+    pods.create(&PostParams::default(), &owned).await.unwrap();
+    let dangling: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "dangling", "ownerReferences": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": "gone", "uid": "gone-uid"}]}}))
+        .unwrap();
+    cms.create(&PostParams::default(), &dangling).await.unwrap();
+    sets.delete("later", &DeleteParams::orphan()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        sets.get_opt("later").await.unwrap().is_some(),
+        "nobody orphans without a collector"
+    );
+
+    let _gc = controllers::start_for(&c.srv.server, only(&["garbagecollector"]))
+        .await
+        .unwrap();
+    eventually(
+        10,
+        "the orphaning finishes and the dangling dependent goes",
+        || async {
+            (sets.get_opt("later").await.unwrap().is_none()
+                && cms.get_opt("dangling").await.unwrap().is_none())
+            .then_some(())
+        },
+    )
+    .await;
+    let pod = pods.get("later-a").await.unwrap();
+    assert!(
+        pod.metadata.owner_references.as_ref().is_none_or(Vec::is_empty),
+        "{pod:?}"
+    );
+}
