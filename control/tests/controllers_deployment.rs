@@ -144,8 +144,7 @@ fn replicas(rs: &ReplicaSet) -> i32 {
     rs.spec.as_ref().unwrap().replicas.unwrap()
 }
 
-fn set_image(name: &str, image: &str) -> Patch<Value> {
-    let _ = name;
+fn set_image(image: &str) -> Patch<Value> {
     Patch::Strategic(json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": image}]}}}}))
 }
 
@@ -248,7 +247,7 @@ async fn rolling_update_spreads_stays_in_bounds_and_kubectl_drives_it() {
 
     // A rolling update never has more than 10+3 pods nor fewer than 10-2 ready ones, while kubectl watches it.
     deployments
-        .patch("web", &PatchParams::default(), &set_image("web", "nginx:2"))
+        .patch("web", &PatchParams::default(), &set_image("nginx:2"))
         .await
         .unwrap();
     let watcher = {
@@ -430,7 +429,7 @@ async fn recreate_never_runs_old_and_new_pods_together() {
         .expect("create deployment");
     drive(&c, "db", "pg:1", None).await;
     deployments
-        .patch("db", &PatchParams::default(), &set_image("db", "pg:2"))
+        .patch("db", &PatchParams::default(), &set_image("pg:2"))
         .await
         .unwrap();
     eventually(30, "recreated on pg:2", || async {
@@ -446,4 +445,46 @@ async fn recreate_never_runs_old_and_new_pods_together() {
     let sets = sets_of(&c.client, "db").await;
     assert_eq!(sets.len(), 2);
     assert_eq!(sets.iter().map(replicas).sum::<i32>(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_rollout_exceeds_its_progress_deadline() {
+    let c = setup().await;
+    let kubectl = Kubectl::new(&c);
+    let deployments: Api<Deployment> = Api::namespaced(c.client.clone(), "default");
+    let mut d = deployment("api", 2, json!({"type": "RollingUpdate"}), "api:1");
+    d.spec.as_mut().unwrap().progress_deadline_seconds = Some(1);
+    deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .expect("create deployment");
+    drive(&c, "api", "api:1", None).await;
+    // The new pods never become ready (no kubelet from here on).
+    deployments
+        .patch("api", &PatchParams::default(), &set_image("api:2"))
+        .await
+        .unwrap();
+    let cond = eventually(15, "ProgressDeadlineExceeded", || async {
+        let d = deployments.get("api").await.unwrap();
+        let cond = d
+            .status?
+            .conditions?
+            .into_iter()
+            .find(|c| c.type_ == "Progressing")?;
+        (cond.reason.as_deref() == Some("ProgressDeadlineExceeded")).then_some(cond)
+    })
+    .await;
+    assert_eq!(cond.status, "False");
+    let (ok, out) = kubectl
+        .run(&["rollout", "status", "deployment/api", "--timeout=10s"])
+        .await;
+    assert!(!ok, "{out}");
+    assert!(out.contains("exceeded its progress deadline"), "{out}");
+    // The old pods keep serving: the rollout stopped within maxUnavailable (25% of 2 rounds down to 0).
+    let pods = pods_of(&c.client, "api").await;
+    let ready_old = live(&pods)
+        .iter()
+        .filter(|p| ready(p) && image(p) == "api:1")
+        .count();
+    assert_eq!(ready_old, 2);
 }

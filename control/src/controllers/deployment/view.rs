@@ -204,4 +204,38 @@ mod tests {
         let v = view(&rs, &refs, 0, now);
         assert_eq!(v.available, 2);
     }
+
+    #[test]
+    fn claims_owned_adopts_orphans_and_releases_mismatches() {
+        let d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "web", "uid": "d1"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {}}
+        }))
+        .unwrap();
+        let rs = |name: &str, app: &str, owner: Option<&str>| -> ReplicaSet {
+            let mut meta = json!({"name": name, "labels": {"app": app}});
+            if let Some(uid) = owner {
+                meta["ownerReferences"] = json!([{"apiVersion": "apps/v1", "kind": "Deployment", "name": "x",
+                    "uid": uid, "controller": true}]);
+            }
+            serde_json::from_value(json!({"metadata": meta, "spec": {"selector": {}}})).unwrap()
+        };
+        let sets = [
+            rs("mine", "web", Some("d1")),
+            rs("orphan", "web", None),
+            rs("moved", "db", Some("d1")),
+            rs("foreign", "web", Some("d2")),
+            rs("unrelated", "db", None),
+        ];
+        let refs: Vec<&ReplicaSet> = sets.iter().collect();
+        let c = claim(&d, &refs);
+        let names = |v: &[&ReplicaSet]| {
+            v.iter()
+                .map(|r| r.metadata.name.clone().unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&c.owned), ["mine", "orphan"]);
+        assert_eq!(names(&c.adopt), ["orphan"]);
+        assert_eq!(names(&c.release), ["moved"]);
+    }
 }

@@ -50,7 +50,7 @@ fn counts_and_availability() {
         (avail.status.as_str(), avail.reason.as_deref()),
         ("True", Some("MinimumReplicasAvailable"))
     );
-    let s = calculate(&d, 0, Some(&new), &[new.clone()], now(0));
+    let s = calculate(&d, 0, Some(&new), std::slice::from_ref(&new), now(0));
     assert_eq!(condition(&s, AVAILABLE).unwrap().status, "False");
     assert!(!complete(&d, &s));
 }
@@ -63,7 +63,7 @@ fn progressing_then_complete_then_stays_complete() {
         json!({"replicas": 2, "updatedReplicas": 1, "availableReplicas": 1}),
     );
     let new = rs("web-abc", 2, 2, 2);
-    let mut s = calculate(&d, 0, Some(&new), &[new.clone()], now(0));
+    let mut s = calculate(&d, 0, Some(&new), std::slice::from_ref(&new), now(0));
     new_rs_condition(&d, &mut s, "web-abc", false, now(0));
     assert_eq!(
         condition(&s, PROGRESSING).unwrap().reason.as_deref(),
@@ -82,7 +82,7 @@ fn progressing_then_complete_then_stays_complete() {
     assert!(complete(&d, &s));
     // Recorded; a later pass leaves it alone.
     let d2 = deployment(2, 1, serde_json::to_value(&s).unwrap());
-    let mut again = calculate(&d2, 0, Some(&new), &[new.clone()], now(100));
+    let mut again = calculate(&d2, 0, Some(&new), std::slice::from_ref(&new), now(100));
     progress(&d2, Some("web-abc"), &mut again, now(100));
     assert_eq!(again, s);
 }
