@@ -67,8 +67,8 @@ pub struct Scratch(PathBuf);
 impl Scratch {
     pub fn new(tag: &str) -> Result<Scratch> {
         let dir = std::env::temp_dir().join(format!("skiff-bench-api-{}-{tag}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        // Never shared: two scratch dirs of one run with the same tag would delete each other's files.
+        std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
         Ok(Scratch(dir))
     }
 
@@ -169,7 +169,7 @@ impl Etcd {
                 "`etcd` is missing: run `cargo xtask setup` (or `apt-get install etcd-server`), or pass --store embedded"
             );
         }
-        let dir = Scratch::new("etcd")?;
+        let dir = Scratch::new("etcd-data")?;
         let (client, peer) = (free_port()?, free_port()?);
         let endpoint = format!("http://127.0.0.1:{client}");
         let peer_url = format!("http://127.0.0.1:{peer}");
@@ -245,7 +245,7 @@ pub struct Control {
 
 impl Control {
     pub fn start(rt: &tokio::runtime::Runtime, spec: &ControlSpec<'_>) -> Result<Control> {
-        let dir = Scratch::new(spec.tag)?;
+        let dir = Scratch::new(&format!("control-{}", spec.tag))?;
         let addr: SocketAddr = ([127, 0, 0, 1], free_port()?).into();
         let mut cmd = sh::command(spec.bin);
         cmd.env("RUST_LOG", "warn")
@@ -349,9 +349,13 @@ mod tests {
     }
 
     #[test]
-    fn scratch_dirs_are_removed() {
+    fn scratch_dirs_are_removed_and_never_shared() {
         let path = {
             let s = Scratch::new("unit-test").unwrap();
+            assert!(
+                Scratch::new("unit-test").is_err(),
+                "a second dir with the same tag"
+            );
             std::fs::write(s.path().join("f"), "x").unwrap();
             s.path().to_path_buf()
         };
