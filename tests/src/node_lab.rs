@@ -59,6 +59,24 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+fn spawn_control(dir: &Path, kubeconfig: &Path, port: u16) -> Proc {
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(dir.join("control.log"))
+        .expect("control log");
+    Proc::spawn(
+        Command::new(control_bin())
+            .args(["--data-dir"])
+            .arg(dir.join("control"))
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--kubeconfig-out"])
+            .arg(kubeconfig)
+            .stdout(Stdio::null())
+            .stderr(log),
+        "skiff-control",
+    )
+}
+
 /// The running lab. Fields drop in order: pods are deleted, agents and control stopped, then state, pins,
 /// cgroups and namespaces are removed.
 pub struct NodeLab {
@@ -66,6 +84,7 @@ pub struct NodeLab {
     pub kubeconfig: PathBuf,
     agents: Vec<(LabNode, Option<Proc>)>,
     control: Option<Proc>,
+    control_port: u16,
     namespaces: Vec<Netns>,
     _lock: File,
 }
@@ -102,32 +121,17 @@ impl NodeLab {
         }
         let kubeconfig = dir.join("kubeconfig");
         let port = free_port();
-        let control = Proc::spawn(
-            Command::new(control_bin())
-                .args(["--data-dir"])
-                .arg(dir.join("control"))
-                .args(["--listen", &format!("127.0.0.1:{port}"), "--kubeconfig-out"])
-                .arg(&kubeconfig)
-                .stdout(Stdio::null())
-                .stderr(File::create(dir.join("control.log")).expect("control log")),
-            "skiff-control",
-        );
+        let control = spawn_control(&dir, &kubeconfig, port);
         let mut lab = NodeLab {
             dir,
             kubeconfig,
             agents: Vec::new(),
             control: Some(control),
+            control_port: port,
             namespaces,
             _lock: lock,
         };
-        let up = wait_for(Duration::from_secs(30), || {
-            (lab.kubeconfig.exists() && lab.kubectl(&["get", "--raw", "/readyz"]).is_ok()).then_some(())
-        });
-        assert!(
-            up.is_some(),
-            "skiff-control did not come up:\n{}",
-            lab.log("control.log")
-        );
+        lab.wait_control_ready();
         for n in NODES {
             let p = lab.spawn_agent(n);
             lab.agents.push((n, Some(p)));
@@ -136,6 +140,27 @@ impl NodeLab {
             lab.wait_node_ready(n.name);
         }
         lab
+    }
+
+    fn wait_control_ready(&self) {
+        let up = wait_for(Duration::from_secs(30), || {
+            (self.kubeconfig.exists() && self.kubectl(&["get", "--raw", "/readyz"]).is_ok()).then_some(())
+        });
+        assert!(
+            up.is_some(),
+            "skiff-control did not come up:\n{}",
+            self.log("control.log")
+        );
+    }
+
+    /// Kills skiff-control (SIGKILL, like a crash) and starts it again on the same port and data.
+    pub fn restart_control(&mut self) {
+        if let Some(mut p) = self.control.take() {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+        self.control = Some(spawn_control(&self.dir, &self.kubeconfig, self.control_port));
+        self.wait_control_ready();
     }
 
     fn spawn_agent(&self, n: LabNode) -> Proc {

@@ -1,6 +1,7 @@
 //! The lab node end to end (root): skiff-control and two `skiff-agent node` processes on `skn-` namespaces; pods
 //! with shared localhost and emptyDir, readiness, crash back-off, `kubectl logs`, pod-to-pod across nodes, a
-//! ClusterIP Service over both nodes through the TC and socket paths, and re-adoption after an agent restart.
+//! ClusterIP Service over both nodes through the TC and socket paths, re-adoption after an agent restart, a
+//! Deployment behind a Service whose endpoints follow pod deletion, and agents riding out an apiserver crash.
 //!
 //! Run with `cargo build -p agent -p control && cargo test -p tests --test node_e2e -- --test-threads=1`.
 use std::collections::BTreeSet;
@@ -9,6 +10,59 @@ use tests::node_lab::{NODES, NodeLab};
 
 const AGNHOST: &str = "registry.k8s.io/e2e-test-images/agnhost:2.53";
 const VIP: &str = "10.96.120.10";
+const APP_VIP: &str = "10.96.120.11";
+
+/// An agnhost netexec Deployment behind a ClusterIP Service; the controllers write its EndpointSlices.
+fn app(replicas: usize) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: skn-app, namespace: default}}\n\
+         spec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: skn-app}}}}\n  template:\n    \
+         metadata: {{labels: {{app: skn-app}}}}\n    spec:\n      containers:\n      - name: web\n        \
+         image: {AGNHOST}\n        args: [netexec, --http-port=8080]\n        \
+         readinessProbe: {{httpGet: {{path: /healthz, port: 8080}}, periodSeconds: 1}}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {{name: skn-app, namespace: default}}\n\
+         spec:\n  clusterIP: {APP_VIP}\n  selector: {{app: skn-app}}\n  ports: [{{port: 80, targetPort: 8080}}]\n"
+    )
+}
+
+/// (name, IP, node) of the app's Running pods as `kubectl get pods -o wide` shows them.
+fn app_pods(lab: &NodeLab) -> Vec<(String, String, String)> {
+    let wide = lab
+        .kubectl(&["get", "pods", "-l", "app=skn-app", "-o", "wide", "--no-headers"])
+        .unwrap_or_default();
+    wide.lines()
+        .filter_map(|l| {
+            let c: Vec<&str> = l.split_whitespace().collect();
+            // NAME READY STATUS RESTARTS AGE IP NODE ...
+            (c.len() >= 7 && c[1] == "1/1" && c[2] == "Running")
+                .then(|| (c[0].to_owned(), c[5].to_owned(), c[6].to_owned()))
+        })
+        .collect()
+}
+
+/// The ready addresses of the app Service's EndpointSlices.
+fn app_endpoints(lab: &NodeLab) -> BTreeSet<String> {
+    lab.get(
+        &["endpointslices", "-l", "kubernetes.io/service-name=skn-app"],
+        "{range .items[*].endpoints[?(@.conditions.ready==true)]}{.addresses[0]} {end}",
+    )
+    .split_whitespace()
+    .map(str::to_owned)
+    .collect()
+}
+
+/// Waits until `n` replicas run and exactly their IPs are the Service's ready endpoints.
+fn app_serving(lab: &NodeLab, n: usize) -> Vec<(String, String, String)> {
+    lab.wait(
+        &format!("{n} app replicas Running and in the EndpointSlices"),
+        90,
+        || {
+            let pods = app_pods(lab);
+            let ips: BTreeSet<String> = pods.iter().map(|p| p.1.clone()).collect();
+            (pods.len() == n && app_endpoints(lab) == ips).then_some(pods)
+        },
+    )
+}
 
 fn netexec(name: &str, node: &str) -> String {
     format!(
@@ -228,4 +282,56 @@ fn lab_nodes_run_pods_and_services() {
     lab.kubectl(&["delete", "pod", "near", "--wait=false"]).unwrap();
     lab.wait("near torn down", 30, || (!near_dir.exists()).then_some(()));
     assert!(curl(&lab, n1, "two", None, &format!("http://{near_ip}:8080/hostname")).is_none());
+
+    // A Deployment behind a Service: replicas on both nodes, every one reached through the ClusterIP.
+    lab.apply(&app(4));
+    let pods = app_serving(&lab, 4);
+    let nodes: BTreeSet<&str> = pods.iter().map(|p| p.2.as_str()).collect();
+    assert_eq!(
+        nodes,
+        BTreeSet::from([n1, n2]),
+        "replicas spread over both nodes: {pods:?}"
+    );
+    let app_url = format!("http://{APP_VIP}/hostname");
+    let reach_all = |lab: &NodeLab, pods: &[(String, String, String)]| {
+        let cgroup = lab.container_cgroup(n1, "two", "web");
+        for (path, cg) in [("tc", None), ("socket", Some(cgroup.as_path()))] {
+            let mut seen = BTreeSet::new();
+            lab.wait(&format!("{app_url} ({path}) reaching {pods:?}"), 60, || {
+                if let Some(h) = curl(lab, n1, "two", cg, &app_url) {
+                    seen.insert(h);
+                }
+                pods.iter().all(|p| seen.contains(&p.0)).then_some(())
+            });
+        }
+    };
+    reach_all(&lab, &pods);
+
+    // Deleting a replica: a replacement starts and the endpoints follow.
+    let (gone, gone_ip, _) = pods[0].clone();
+    lab.kubectl(&["delete", "pod", &gone, "--wait=false"]).unwrap();
+    let pods = lab.wait("a replacement replica serving", 90, || {
+        let pods = app_pods(&lab);
+        let ips: BTreeSet<String> = pods.iter().map(|p| p.1.clone()).collect();
+        (pods.len() == 4 && pods.iter().all(|p| p.0 != gone) && app_endpoints(&lab) == ips).then_some(pods)
+    });
+    assert!(
+        !app_endpoints(&lab).contains(&gone_ip),
+        "{gone_ip} still an endpoint"
+    );
+    reach_all(&lab, &pods);
+
+    // The apiserver crashes and comes back: the agents reconnect, keep serving, and act on new changes.
+    lab.restart_control();
+    lab.wait_node_ready(n1);
+    lab.wait_node_ready(n2);
+    assert_eq!(
+        curl(&lab, n1, "two", None, &app_url).map(|h| pods.iter().any(|p| p.0 == h)),
+        Some(true),
+        "the Service kept answering across the apiserver restart"
+    );
+    lab.kubectl(&["scale", "deployment/skn-app", "--replicas=5"])
+        .unwrap();
+    let pods = app_serving(&lab, 5);
+    reach_all(&lab, &pods);
 }

@@ -31,9 +31,12 @@ pub struct NodeArgs {
     /// Resources advertised as capacity and allocatable [default: this machine's CPUs and memory, pods=110].
     #[arg(long, value_name = "cpu=N,memory=Q,pods=N", value_parser = capacity::parse, default_value = "")]
     pub capacity: Capacity,
-    /// podCIDR to use when the control plane assigns none (skiff-control has no node IPAM yet).
+    /// podCIDR to use when the control plane assigns none (node IPAM off) [default: wait for the assigned one].
     #[arg(long, value_name = "CIDR")]
     pub pod_cidr: Option<Ipv4Cidr>,
+    /// Seconds between Lease renewals and status posts; keep it well under the control plane's node grace period.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub node_status_update_frequency: u64,
     /// Where pod state (sandboxes, logs, IPAM) is kept [default: /run/skiff/<node-name>].
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,

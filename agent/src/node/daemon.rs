@@ -85,7 +85,7 @@ async fn register_with_retry(
             Ok(n) => return Ok(n),
             Err(e) => {
                 failures += 1;
-                let d = heartbeat::retry_delay(failures);
+                let d = heartbeat::retry_delay(failures, heartbeat::INTERVAL);
                 tracing::warn!(error = %e, retry_in = ?d, "registering the Node failed");
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => bail!("interrupted before the Node was registered"),
@@ -211,6 +211,7 @@ pub fn main(a: NodeArgs) -> Result<()> {
         let hb = tokio::spawn(heartbeat::run(
             client.clone(),
             facts.clone(),
+            Duration::from_secs(a.node_status_update_frequency),
             state_dir.clone(),
             ready_rx,
             stop_rx.clone(),

@@ -18,7 +18,7 @@ use super::node_status::{self, Health, NodeFacts};
 
 /// Namespace of node Leases.
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
-/// How often the Lease and the status are renewed.
+/// How often the Lease and the status are renewed by default (the kubelet's default).
 pub const INTERVAL: Duration = Duration::from_secs(10);
 /// Lease duration announced (the kubelet's default).
 pub const LEASE_SECONDS: i32 = 40;
@@ -133,15 +133,16 @@ pub fn measure(state_dir: &std::path::Path, network_ready: bool) -> Health {
     }
 }
 
-/// The delay after `failures` consecutive failed rounds: 1 s doubling, at most the normal interval.
-pub fn retry_delay(failures: u32) -> Duration {
-    Duration::from_secs(1u64 << failures.min(4)).min(INTERVAL)
+/// The delay after `failures` consecutive failed rounds: 1 s doubling, at most the normal `interval`.
+pub fn retry_delay(failures: u32, interval: Duration) -> Duration {
+    Duration::from_secs(1u64 << failures.min(4)).min(interval)
 }
 
-/// Renews the Lease and posts status every [`INTERVAL`] until `stop` fires; reconnects with backoff.
+/// Renews the Lease and posts status every `interval` until `stop` fires; reconnects with backoff.
 pub async fn run(
     client: Client,
     facts: NodeFacts,
+    interval: Duration,
     state_dir: std::path::PathBuf,
     mut network_ready: watch::Receiver<bool>,
     mut stop: watch::Receiver<bool>,
@@ -163,11 +164,11 @@ pub async fn run(
                     tracing::info!(node = %facts.name, "apiserver reachable again; heartbeats resumed");
                 }
                 failures = 0;
-                INTERVAL
+                interval
             }
             Err(e) => {
                 failures = failures.saturating_add(1);
-                let d = retry_delay(failures);
+                let d = retry_delay(failures, interval);
                 tracing::warn!(node = %facts.name, error = %e, retry_in = ?d, "heartbeat failed");
                 d
             }
@@ -187,10 +188,10 @@ mod tests {
 
     #[test]
     fn retry_backs_off_up_to_the_interval() {
-        assert_eq!(retry_delay(1), Duration::from_secs(2));
-        assert_eq!(retry_delay(2), Duration::from_secs(4));
-        assert_eq!(retry_delay(3), Duration::from_secs(8));
-        assert_eq!(retry_delay(30), INTERVAL);
+        assert_eq!(retry_delay(1, INTERVAL), Duration::from_secs(2));
+        assert_eq!(retry_delay(2, INTERVAL), Duration::from_secs(4));
+        assert_eq!(retry_delay(3, INTERVAL), Duration::from_secs(8));
+        assert_eq!(retry_delay(30, INTERVAL), INTERVAL);
     }
 
     #[test]

@@ -211,6 +211,16 @@ fn start_control(lab: &Lab) -> Result<Outcome> {
             &lab.plan.service_cidr,
             "--lb-pool",
             &lab.plan.lb_pool,
+            "--cluster-cidr",
+            &lab.plan.pod_cidr,
+        ])
+        .args([
+            "--node-monitor-grace-period",
+            &format!("{}s", lab.plan.node_grace_seconds),
+            "--default-unreachable-toleration-seconds",
+            &lab.plan.eviction_seconds.to_string(),
+            "--default-not-ready-toleration-seconds",
+            &lab.plan.eviction_seconds.to_string(),
         ])
         .env("RUST_LOG", "info");
     if lab.plan.store == StoreKind::Etcd {
@@ -257,6 +267,10 @@ pub fn start_agent(lab: &Lab, n: &NodePlan) -> Result<Outcome> {
                 &n.kubelet_port.to_string(),
             ])
             .args(["--mode", lab.plan.dataplane.as_str(), "--xdp-mode", "generic"])
+            .args([
+                "--node-status-update-frequency",
+                &(lab.plan.node_grace_seconds / 4).max(1).to_string(),
+            ])
             .arg("--state-dir")
             .arg(lab.node_state(n))
             .env("RUST_LOG", "info"),
