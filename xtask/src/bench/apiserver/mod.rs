@@ -187,6 +187,7 @@ pub fn run(args: ApiserverArgs) -> Result<()> {
             col.fail(scenario, store.name(), &e);
         }
     }
+    remove_empty_logs(&logs);
     let records = col.records();
     let mut command = format!(
         "cargo xtask bench apiserver{}",
@@ -240,6 +241,17 @@ pub fn run(args: ApiserverArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Deletes the logs that stayed empty (servers log warnings only), and the directory if nothing is left.
+fn remove_empty_logs(dir: &std::path::Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.metadata().is_ok_and(|m| m.is_file() && m.len() == 0) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    // Fails (and keeps the directory) when a log is left.
+    let _ = std::fs::remove_dir(dir);
 }
 
 #[cfg(test)]
