@@ -306,3 +306,71 @@ async fn always_allow_mode_lets_every_authenticated_user_in() {
     c.ok(&nobody, &["create", "configmap", "c", "--from-literal=a=b"])
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cannot_modify_another_node_or_its_pods() {
+    let c = Cluster::start().await;
+    let (admin, n1) = (c.admin(), c.user("system:node:n1", &["system:nodes"]));
+    let objects = c.write(
+        "objects.yaml",
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\n---\napiVersion: v1\nkind: Node\nmetadata:\n  name: n2\n\
+         ---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: on-n2\nspec:\n  nodeName: n2\n  containers:\n  \
+         - name: c\n    image: agnhost\n---\napiVersion: v1\nkind: Pod\nmetadata:\n  name: on-n1\nspec:\n  \
+         nodeName: n1\n  containers:\n  - name: c\n    image: agnhost\n",
+    );
+    c.ok(&admin, &["apply", "-f", objects.to_str().unwrap()]).await;
+
+    assert!(
+        c.ok(&n1, &["get", "nodes", "-o", "name"])
+            .await
+            .contains("node/n2")
+    );
+    c.ok(&n1, &["label", "node", "n1", "ready=yes"]).await;
+    let other = c.fails(&n1, &["label", "node", "n2", "ready=yes"]).await;
+    assert!(
+        other.contains("nodes \"n2\" is forbidden: node \"n1\" is not allowed to modify node \"n2\""),
+        "{other}"
+    );
+    let status = r#"{"status":{"message":"seen"}}"#;
+    c.ok(
+        &n1,
+        &[
+            "patch",
+            "pod",
+            "on-n1",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            status,
+        ],
+    )
+    .await;
+    let foreign = c
+        .fails(
+            &n1,
+            &[
+                "patch",
+                "pod",
+                "on-n2",
+                "--subresource=status",
+                "--type=merge",
+                "-p",
+                status,
+            ],
+        )
+        .await;
+    assert!(foreign.contains("pods \"on-n2\" is forbidden"), "{foreign}");
+    let pod = c.fails(&n1, &["delete", "pod", "on-n2", "--wait=false"]).await;
+    assert!(
+        pod.contains("node \"n1\" can only modify pods with spec.nodeName set to itself"),
+        "{pod}"
+    );
+    // RBAC still applies on top: the node role does not reach deployments.
+    let deploy = c
+        .fails(&n1, &["create", "deployment", "web", "--image=agnhost"])
+        .await;
+    assert!(
+        deploy.contains("cannot create resource \"deployments\" in API group \"apps\""),
+        "{deploy}"
+    );
+}

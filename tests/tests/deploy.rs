@@ -540,7 +540,7 @@ impl Drop for Control {
 }
 
 /// Kinds of the manifests skiff-control does not serve yet. When it learns them, this test fails: empty the list.
-const NOT_SERVED_BY_CONTROL: &[&str] = &["ClusterRole", "ClusterRoleBinding"];
+const NOT_SERVED_BY_CONTROL: &[&str] = &[];
 
 #[test]
 fn kubectl_server_dry_run_accepts_the_manifests() {
@@ -588,6 +588,8 @@ fn kubectl_server_dry_run_accepts_the_manifests() {
             "serviceaccount/skiff-agent",
             "configmap/skiff-agent",
             "daemonset.apps/skiff-agent",
+            "clusterrole.rbac.authorization.k8s.io/skiff-agent",
+            "clusterrolebinding.rbac.authorization.k8s.io/skiff-agent",
         ] {
             assert!(
                 out.contains(&format!("{k} created (server dry run)")),
@@ -597,7 +599,7 @@ fn kubectl_server_dry_run_accepts_the_manifests() {
         // Dry run: nothing stored.
         let left = ok(&mut control.kubectl(&[
             "get",
-            "daemonsets,configmaps,serviceaccounts",
+            "daemonsets,configmaps,serviceaccounts,clusterroles,clusterrolebindings",
             "-n",
             "kube-system",
             "-o",

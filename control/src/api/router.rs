@@ -14,7 +14,9 @@ use super::path::{self, ResourcePath, Route};
 use super::query::{Query, wants_table};
 use super::status::ApiError;
 use super::{discovery, objects, pods, protobuf, read, scale, watch, write};
-use crate::auth::{Attributes, Authenticator, Authorizer, PeerUser, UserInfo, attributes, impersonate, reviews};
+use crate::auth::{
+    Attributes, Authenticator, Authorizer, PeerUser, UserInfo, attributes, impersonate, noderestriction, reviews,
+};
 use crate::registry::Registry;
 use crate::registry::kinds::{self, Kind};
 use crate::store::Store;
@@ -208,6 +210,7 @@ async fn route(
     }
     let named = ctx.path.name.is_some();
     let sub = ctx.path.subresource.clone();
+    noderestriction::admit(state, user, &method, uri).await?;
     if reviews::is_review(kind) {
         if method != Method::POST || named {
             return Err(ApiError::method_not_allowed(method.as_str()));

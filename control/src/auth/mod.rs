@@ -4,6 +4,7 @@ pub mod attributes;
 pub mod authn;
 pub mod impersonate;
 pub mod mirror;
+pub mod noderestriction;
 pub mod pki;
 pub mod protobuf;
 pub mod rbac;

@@ -74,6 +74,10 @@ impl Registry {
     /// Defaults, validates and allocates a new object. The returned claims must be released if the write fails.
     pub fn admit_create(&self, kind: &Kind, object: &mut Value) -> Result<Claims, Vec<FieldError>> {
         defaults::apply(kind, object);
+        if kind.group == "rbac.authorization.k8s.io" {
+            let errors = validation::rbac(kind.plural, object, None);
+            return if errors.is_empty() { Ok(Claims::default()) } else { Err(errors) };
+        }
         if kind.plural == "services" && kind.group.is_empty() {
             service::default(object);
             let errors = service::validate(object, self.config.node_ports);
@@ -88,6 +92,10 @@ impl Registry {
     /// Defaults, validates and allocates an updated object against the stored one.
     pub fn admit_update(&self, kind: &Kind, old: &Value, new: &mut Value) -> Result<Claims, Vec<FieldError>> {
         defaults::apply(kind, new);
+        if kind.group == "rbac.authorization.k8s.io" {
+            let errors = validation::rbac(kind.plural, new, Some(old));
+            return if errors.is_empty() { Ok(Claims::default()) } else { Err(errors) };
+        }
         if kind.plural == "services" && kind.group.is_empty() {
             service::default(new);
             let errors = service::validate(new, self.config.node_ports);

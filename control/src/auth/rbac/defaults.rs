@@ -226,11 +226,11 @@ fn node_rules() -> Vec<Value> {
             "",
             &["nodes"],
         ),
-        rule(&["patch", "update"], "", &["nodes/status"]),
+        rule(&["get", "patch", "update"], "", &["nodes/status"]),
         rule(&["create", "patch", "update"], "", &["events"]),
         rule(&["create", "patch", "update"], "events.k8s.io", &["events"]),
         rule(&["get", "list", "watch", "create", "delete"], "", &["pods"]),
-        rule(&["patch", "update"], "", &["pods/status"]),
+        rule(&["get", "patch", "update"], "", &["pods/status"]),
         rule(&["create"], "", &["pods/eviction"]),
         rule(
             READ,
