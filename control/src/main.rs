@@ -101,6 +101,11 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    let ipam = control::controllers::nodeipam::IpamConfig {
+        cluster_cidr: args.cluster_cidr,
+        node_mask: args.node_cidr_mask_size,
+    };
+    control::controllers::nodeipam::Allocator::new(ipam)?;
     let etcd = match args.store.as_str() {
         "embedded" => None,
         "etcd" if args.etcd_endpoints.is_empty() => {
@@ -164,16 +169,14 @@ async fn main() -> anyhow::Result<()> {
         std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
         tracing::info!(path = %path.display(), "wrote kubeconfig");
     }
-    let mut controller_options = control::controllers::ControllerOptions::default();
-    controller_options.ipam = control::controllers::nodeipam::IpamConfig {
-        cluster_cidr: args.cluster_cidr,
-        node_mask: args.node_cidr_mask_size,
-    };
-    control::controllers::nodeipam::Allocator::new(controller_options.ipam)?;
-    controller_options.node_timings = control::controllers::nodelifecycle::Timings {
-        grace: args.node_monitor_grace_period,
-        not_ready_toleration: std::time::Duration::from_secs(args.default_not_ready_toleration_seconds),
-        unreachable_toleration: std::time::Duration::from_secs(args.default_unreachable_toleration_seconds),
+    let mut controller_options = control::controllers::ControllerOptions {
+        ipam,
+        node_timings: control::controllers::nodelifecycle::Timings {
+            grace: args.node_monitor_grace_period,
+            not_ready_toleration: std::time::Duration::from_secs(args.default_not_ready_toleration_seconds),
+            unreachable_toleration: std::time::Duration::from_secs(args.default_unreachable_toleration_seconds),
+        },
+        ..control::controllers::ControllerOptions::default()
     };
     for name in &args.disable_controllers {
         controller_options.disable(name)?;
