@@ -195,9 +195,8 @@ impl LabUnderTest {
         })
     }
 
-    /// Runs `argv` inside pod `name` (default namespace): its network namespace and its container cgroup, so the
-    /// socket hooks see it like a process of the pod.
-    pub fn exec_in_pod(&self, name: &str, argv: &[&str]) -> Option<std::process::Output> {
+    /// Where pod `name` (default namespace) runs: its sandbox process and its first container's cgroup.
+    pub fn pod_handle(&self, name: &str) -> Option<PodHandle> {
         let uid = self.jsonpath(&["pod", name], "{.metadata.uid}");
         let node = self.jsonpath(&["pod", name], "{.spec.nodeName}");
         let record =
@@ -210,21 +209,13 @@ impl LabUnderTest {
             .next()?
             .to_string();
         let container = self.jsonpath(&["pod", name], "{.spec.containers[0].name}");
-        let cg = format!("/sys/fs/cgroup/unified/skiff/{node}/pods/pod{uid}/{container}");
-        let script = format!("echo $$ > {cg}/cgroup.procs && exec \"$@\"");
-        Command::new("nsenter")
-            .args(["-t", &pid, "-n", "--", "sh", "-c", &script, "sh"])
-            .args(argv)
-            .output()
-            .ok()
+        let cgroup = format!("/sys/fs/cgroup/unified/skiff/{node}/pods/pod{uid}/{container}");
+        Some(PodHandle { pid, cgroup })
     }
 
     /// `curl -sf -m 2 URL` from inside pod `name`: the body, or None on failure.
     pub fn curl_from_pod(&self, name: &str, url: &str) -> Option<String> {
-        let out = self.exec_in_pod(name, &["curl", "-sf", "-m", "2", url])?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        self.pod_handle(name)?.curl(url)
     }
 
     pub fn client_netns(&self) -> String {
@@ -283,6 +274,33 @@ impl LabUnderTest {
         assert!(procs.is_empty(), "processes left: {procs:?}");
         let pods = processes_matching(&format!("--hostname {}", self.prefix));
         assert!(pods.is_empty(), "pod processes left: {pods:?}");
+    }
+}
+
+/// A pod's sandbox process and container cgroup, to run commands as a process of the pod.
+#[derive(Debug, Clone)]
+pub struct PodHandle {
+    pid: String,
+    cgroup: String,
+}
+
+impl PodHandle {
+    /// Runs `argv` in the pod's network namespace and container cgroup (so the socket hooks see it).
+    pub fn exec(&self, argv: &[&str]) -> Option<std::process::Output> {
+        let script = format!("echo $$ > {}/cgroup.procs && exec \"$@\"", self.cgroup);
+        Command::new("nsenter")
+            .args(["-t", &self.pid, "-n", "--", "sh", "-c", &script, "sh"])
+            .args(argv)
+            .output()
+            .ok()
+    }
+
+    /// `curl -sf -m 2 URL`: the body, or None on failure.
+    pub fn curl(&self, url: &str) -> Option<String> {
+        let out = self.exec(&["curl", "-sf", "-m", "2", url])?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 }
 

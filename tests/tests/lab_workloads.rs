@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use tests::lab_client::{IMAGE, LabUnderTest, reaches_all, wait};
+use tests::lab_client::{IMAGE, LabUnderTest, PodHandle, reaches_all, wait};
 
 const LAB: LabUnderTest = LabUnderTest {
     dir: "/run/skw-e2e",
@@ -151,7 +151,11 @@ fn wait_serving(want: usize) -> Vec<(String, String, String)> {
 }
 
 fn get_from_client(url: &str) -> Option<String> {
-    LAB.curl_from_pod("client", url)
+    client().curl(url)
+}
+
+fn client() -> PodHandle {
+    LAB.pod_handle("client").expect("the client pod runs")
 }
 
 fn assert_traffic_reaches_exactly(pods: &[(String, String, String)]) {
@@ -170,7 +174,6 @@ fn assert_traffic_reaches_exactly(pods: &[(String, String, String)]) {
 }
 
 #[test]
-#[ignore = "enabled together with the Deployment, DaemonSet and node lifecycle controllers"]
 fn workloads_follow_scaling_rollouts_node_loss_and_node_joins() {
     let _guard = LAB.fresh();
     LAB.lab(&["up", "--nodes", "3"]);
@@ -206,13 +209,14 @@ fn workloads_follow_scaling_rollouts_node_loss_and_node_joins() {
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let load = {
         let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        let client = client();
         std::thread::spawn(move || {
             // Bounded: the rollout below has its own timeout; 3000 requests is far more than it needs.
             for _ in 0..3000 {
                 if stop.load(Ordering::Relaxed) {
                     break;
                 }
-                match get_from_client(&format!("http://{VIP}/hostname")) {
+                match client.curl(&format!("http://{VIP}/hostname")) {
                     Some(_) => ok.fetch_add(1, Ordering::Relaxed),
                     None => failed.fetch_add(1, Ordering::Relaxed),
                 };
