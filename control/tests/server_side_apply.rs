@@ -293,7 +293,11 @@ async fn apply_over_http_needs_a_manager_and_applies_status() {
     let path = "/api/v1/namespaces/default/configmaps/y";
     let apply = [("content-type", "application/apply-patch+yaml")];
     let response = common::send(&srv, "PATCH", path, &apply, Some(yaml.into())).await;
-    assert_eq!(response.status(), 400, "apply without fieldManager");
+    assert_eq!(
+        response.status(),
+        422,
+        "apply without fieldManager (PatchOptions are invalid)"
+    );
 
     let with_manager = format!("{path}?fieldManager=yaml-test");
     let response = common::send(&srv, "PATCH", &with_manager, &apply, Some(yaml.into())).await;

@@ -304,6 +304,7 @@ pub async fn patch(state: &Arc<ApiState>, ctx: &Ctx, body: &[u8]) -> Result<Resp
     if apply::is_apply(ctx) {
         return apply::request::apply(state, ctx, body).await;
     }
+    apply::validate_patch_options(ctx)?;
     let decoded =
         apply::decode::json(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
     let patch = decoded.value;

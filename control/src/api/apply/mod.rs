@@ -104,6 +104,51 @@ pub fn record_update(ctx: &Ctx, old: Option<&Value>, new: &mut Value) {
     set_managed(new, &managers);
 }
 
+/// kube's PatchOptions validation: apply needs a `fieldManager`, only apply takes `force`, managers are short.
+pub fn validate_patch_options(ctx: &Ctx) -> Result<(), ApiError> {
+    let manager = ctx.query.get("fieldManager").unwrap_or("");
+    let mut causes = Vec::new();
+    if is_apply(ctx) && manager.is_empty() {
+        causes.push((
+            "FieldValueRequired",
+            "Required value: is required for apply patch",
+            "fieldManager",
+        ));
+    }
+    if !is_apply(ctx) && ctx.query.get("force").is_some() {
+        causes.push((
+            "FieldValueForbidden",
+            "Forbidden: may not be specified for non-apply patch",
+            "force",
+        ));
+    }
+    if manager.len() > MAX_AGENT_MANAGER {
+        causes.push((
+            "FieldValueTooLong",
+            "Too long: may not be more than 128 bytes",
+            "fieldManager",
+        ));
+    }
+    if causes.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = causes.iter().map(|(_, m, f)| format!("{f}: {m}")).collect();
+    let message = match list.as_slice() {
+        [one] => format!("PatchOptions.meta.k8s.io \"\" is invalid: {one}"),
+        many => format!("PatchOptions.meta.k8s.io \"\" is invalid: [{}]", many.join(", ")),
+    };
+    let causes: Vec<Value> = causes
+        .iter()
+        .map(|(reason, m, f)| json!({"reason": reason, "message": m, "field": f}))
+        .collect();
+    Err(ApiError {
+        code: 422,
+        reason: "Invalid",
+        message,
+        details: Some(json!({"group": "meta.k8s.io", "kind": "PatchOptions", "causes": causes})),
+    })
+}
+
 /// The 409 kube answers to a conflicting apply, one `FieldManagerConflict` cause per field.
 pub fn conflict_error(conflicts: &[Conflict]) -> ApiError {
     let causes: Vec<Value> = conflicts
@@ -174,6 +219,26 @@ mod tests {
         );
         assert!(is_apply(&ctx(deploy, "", "")));
         assert!(!is_apply(&ctx(&format!("{deploy}/scale"), "", "")));
+    }
+
+    #[test]
+    fn patch_options_are_validated_like_kube() {
+        let url = "/api/v1/namespaces/default/configmaps/c";
+        let err = validate_patch_options(&ctx(url, "", "kubectl/v1")).unwrap_err();
+        assert_eq!((err.code, err.reason), (422, "Invalid"));
+        assert_eq!(
+            err.message,
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"
+        );
+        assert!(validate_patch_options(&ctx(url, "fieldManager=me&force=true", "")).is_ok());
+        let mut merge = ctx(url, "force=true", "");
+        merge.content_type = "application/merge-patch+json".into();
+        assert!(
+            validate_patch_options(&merge)
+                .unwrap_err()
+                .message
+                .contains("force: Forbidden")
+        );
     }
 
     #[test]

@@ -20,11 +20,7 @@ const ATTEMPTS: usize = 5;
 
 /// Merges the applied configuration into the object (creating it when missing) and records ownership.
 pub async fn apply(state: &Arc<ApiState>, ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
-    if ctx.query.get("fieldManager").is_none() {
-        return Err(ApiError::bad_request(
-            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
-        ));
-    }
+    super::validate_patch_options(ctx)?;
     let decoded =
         decode::yaml(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
     let (config, requested, warnings) = prepare_config(ctx, decoded)?;
