@@ -120,137 +120,25 @@ impl StoreBench<'_> {
         let mut server: Option<Control> = None;
         self.step("setup", &label("start skiff-control"), |col| {
             let mut s = Control::start(rt, &spec)?;
-            col.add(
-                "footprint",
-                store,
-                n,
-                None,
-                "rss_after_start",
-                "MiB",
-                s.rss_mib()?,
-            );
+            Figures { col, store }.add("footprint", n, "rss_after_start", "MiB", s.rss_mib()?);
             server = Some(s);
             Ok(Outcome::Done)
         })?;
         let mut server = server.context("no server")?;
-        let addr = server.addr;
-        let created = self.phase(
-            "creates",
-            &label(&format!("create {n} ConfigMaps and {n} Pods")),
-            |col| {
-                let t = Instant::now();
-                let text = rt.block_on(creates_phase(col, addr, store, &plan))?;
-                server.check_alive()?;
-                col.add(
-                    "footprint",
-                    store,
-                    n,
-                    None,
-                    "rss_after_creates",
-                    "MiB",
-                    server.rss_mib()?,
-                );
-                Ok(Outcome::Ready(format!("{text} ({})", seconds(t.elapsed()))))
-            },
-        )?;
+        let what = format!("create {n} ConfigMaps and {n} Pods");
+        let created = self.phase("creates", &label(&what), |col| {
+            creates_step(rt, &mut server, Figures { col, store }, &plan)
+        })?;
         if created {
-            self.phase(
-                "list",
-                &label(&format!("{} lists of each form over {n} pods", plan.list_samples)),
-                |col| {
-                    let t = Instant::now();
-                    let forms = rt.block_on(lists::measure(addr, "bench", n, plan.list_samples))?;
-                    let mut text = Vec::new();
-                    for r in forms {
-                        let short = r.form.trim_start_matches("list_");
-                        if let Some(e) = r.error {
-                            col.fail("list", store, format!("{}: {e:#}", r.form));
-                            text.push(format!("{short} FAILED"));
-                            continue;
-                        }
-                        let s = latency::summarize(&r.samples).context("no list samples")?;
-                        col.add("list", store, n, None, &format!("{}_p50", r.form), "ms", s.p50);
-                        col.add("list", store, n, None, &format!("{}_p99", r.form), "ms", s.p99);
-                        text.push(format!("{short} p50 {:.1} ms", s.p50));
-                    }
-                    col.add(
-                        "footprint",
-                        store,
-                        n,
-                        None,
-                        "rss_after_lists",
-                        "MiB",
-                        server.rss_mib()?,
-                    );
-                    Ok(Outcome::Ready(format!(
-                        "{} ({})",
-                        text.join(", "),
-                        seconds(t.elapsed())
-                    )))
-                },
-            )?;
+            let what = format!("{} lists of each form over {n} pods", plan.list_samples);
+            self.phase("list", &label(&what), |col| {
+                lists_step(rt, &mut server, Figures { col, store }, &plan)
+            })?;
         }
-        self.phase(
-            "watch_fanout",
-            &label(&format!("{} watchers x {} updates", plan.watchers, plan.updates)),
-            |col| {
-                let t = Instant::now();
-                let f = rt.block_on(async {
-                    http::Conn::connect(addr)
-                        .await?
-                        .create("/api/v1/namespaces", &fixtures::namespace("bench-watch"))
-                        .await?;
-                    fanout::measure(addr, "bench-watch", plan.watchers, plan.updates).await
-                })?;
-                let w = plan.watchers;
-                col.add(
-                    "watch_fanout",
-                    store,
-                    w,
-                    None,
-                    "events_delivered",
-                    "events",
-                    f.delivered as f64,
-                );
-                col.add(
-                    "watch_fanout",
-                    store,
-                    w,
-                    None,
-                    "events_expected",
-                    "events",
-                    f.expected as f64,
-                );
-                let s = latency::summarize(&f.latencies).context("no update reached every watcher")?;
-                col.add("watch_fanout", store, w, None, "fanout_p50", "ms", s.p50);
-                col.add("watch_fanout", store, w, None, "fanout_p99", "ms", s.p99);
-                col.add("watch_fanout", store, w, None, "fanout_max", "ms", s.max);
-                col.add(
-                    "footprint",
-                    store,
-                    n,
-                    None,
-                    "rss_after_watch",
-                    "MiB",
-                    server.rss_mib()?,
-                );
-                if f.delivered != f.expected {
-                    bail!(
-                        "{} watch events delivered, expected {} ({w} watchers x {} updates)",
-                        f.delivered,
-                        f.expected,
-                        plan.updates
-                    );
-                }
-                Ok(Outcome::Ready(format!(
-                    "p50 {:.2} ms, p99 {:.2} ms, {} events ({})",
-                    s.p50,
-                    s.p99,
-                    f.delivered,
-                    seconds(t.elapsed())
-                )))
-            },
-        )?;
+        let what = format!("{} watchers x {} updates", plan.watchers, plan.updates);
+        self.phase("watch_fanout", &label(&what), |col| {
+            fanout_step(rt, &mut server, Figures { col, store }, &plan)
+        })?;
         drop(server);
         let prefix = format!("/skiff-bench-{}-sched{round}", std::process::id());
         let spec = ControlSpec {
@@ -261,117 +149,200 @@ impl StoreBench<'_> {
                 .join(format!("control-{store}-r{}-scheduler.log", round + 1)),
             ..spec
         };
-        self.phase(
-            "scheduler",
-            &label(&format!(
-                "schedule {} pods on {} nodes",
-                plan.sched_pods, plan.nodes
-            )),
-            |col| {
-                let mut server = Control::start(rt, &spec)?;
-                let addr = server.addr;
-                let s = rt.block_on(async {
-                    http::Conn::connect(addr)
-                        .await?
-                        .create("/api/v1/namespaces", &fixtures::namespace("bench-sched"))
-                        .await?;
-                    schedule::create_nodes(addr, plan.nodes).await?;
-                    schedule::measure(addr, "bench-sched", plan.sched_pods, plan.concurrency).await
-                })?;
-                let rate = latency::rate(s.pods, s.elapsed);
-                col.add("scheduler", store, s.pods, None, "pods_bound_per_s", "1/s", rate);
-                col.add(
-                    "scheduler",
-                    store,
-                    s.pods,
-                    None,
-                    "time_to_bind_all",
-                    "s",
-                    s.elapsed.as_secs_f64(),
-                );
-                col.add(
-                    "scheduler",
-                    store,
-                    s.pods,
-                    None,
-                    "creates_per_s",
-                    "1/s",
-                    latency::rate(s.pods, s.create_elapsed),
-                );
-                col.add(
-                    "footprint",
-                    store,
-                    n,
-                    None,
-                    "rss_after_schedule",
-                    "MiB",
-                    server.rss_mib()?,
-                );
-                Ok(Outcome::Ready(format!(
-                    "{rate:.0} pods bound/s, all in {}",
-                    seconds(s.elapsed)
-                )))
-            },
-        )?;
+        let what = format!("schedule {} pods on {} nodes", plan.sched_pods, plan.nodes);
+        self.phase("scheduler", &label(&what), |col| {
+            scheduler_step(rt, &spec, Figures { col, store }, &plan)
+        })?;
         Ok(())
     }
 }
 
-/// Creates the `bench` namespace, then N ConfigMaps and N Pods in it; returns a summary for the progress line.
-async fn creates_phase(col: &mut Collector, addr: SocketAddr, store: &str, plan: &Plan) -> Result<String> {
-    let n = plan.objects;
+/// Adds one backend's figures to the collector.
+struct Figures<'a> {
+    col: &'a mut Collector,
+    store: &'a str,
+}
+
+impl Figures<'_> {
+    fn add(&mut self, scenario: &str, n: usize, metric: &str, unit: &str, value: f64) {
+        self.col.add(scenario, self.store, n, None, metric, unit, value);
+    }
+
+    fn fail(&mut self, scenario: &str, error: impl std::fmt::Display) {
+        self.col.fail(scenario, self.store, error);
+    }
+}
+
+/// Creates the `bench` namespace, then N ConfigMaps and N Pods in it.
+fn creates_step(
+    rt: &tokio::runtime::Runtime,
+    server: &mut Control,
+    mut fig: Figures<'_>,
+    plan: &Plan,
+) -> Result<Outcome> {
+    let (t, n, addr) = (Instant::now(), plan.objects, server.addr);
+    let mut text = Vec::new();
+    rt.block_on(async {
+        create_namespace(addr, "bench").await?;
+        let kinds: [(&str, creates::MakeObject); 2] = [
+            (
+                "configmap",
+                Arc::new(|i| {
+                    (
+                        "/api/v1/namespaces/bench/configmaps".to_owned(),
+                        fixtures::config_map(i),
+                    )
+                }),
+            ),
+            (
+                "pod",
+                Arc::new(|i| ("/api/v1/namespaces/bench/pods".to_owned(), fixtures::pod(i))),
+            ),
+        ];
+        for (kind, make) in kinds {
+            let timed = creates::create_all(addr, n, plan.concurrency, make).await?;
+            let rate = latency::rate(n, timed.elapsed);
+            let s = latency::summarize(&timed.latencies).context("no creates")?;
+            fig.add("creates", n, &format!("{kind}_creates_per_s"), "1/s", rate);
+            fig.add("creates", n, &format!("{kind}_create_p50"), "ms", s.p50);
+            fig.add("creates", n, &format!("{kind}_create_p99"), "ms", s.p99);
+            text.push(format!("{kind}s {rate:.0}/s (p99 {:.1} ms)", s.p99));
+        }
+        anyhow::Ok(())
+    })?;
+    server.check_alive()?;
+    fig.add("footprint", n, "rss_after_creates", "MiB", server.rss_mib()?);
+    Ok(Outcome::Ready(format!(
+        "{} ({})",
+        text.join(", "),
+        seconds(t.elapsed())
+    )))
+}
+
+/// Every list form over the `bench` namespace; a failed form is recorded and the others still count.
+fn lists_step(
+    rt: &tokio::runtime::Runtime,
+    server: &mut Control,
+    mut fig: Figures<'_>,
+    plan: &Plan,
+) -> Result<Outcome> {
+    let (t, n) = (Instant::now(), plan.objects);
+    let forms = rt.block_on(lists::measure(server.addr, "bench", n, plan.list_samples))?;
+    let mut text = Vec::new();
+    for r in forms {
+        let short = r.form.trim_start_matches("list_");
+        if let Some(e) = r.error {
+            fig.fail("list", format!("{}: {e:#}", r.form));
+            text.push(format!("{short} FAILED"));
+            continue;
+        }
+        let s = latency::summarize(&r.samples).context("no list samples")?;
+        fig.add("list", n, &format!("{}_p50", r.form), "ms", s.p50);
+        fig.add("list", n, &format!("{}_p99", r.form), "ms", s.p99);
+        text.push(format!("{short} p50 {:.1} ms", s.p50));
+    }
+    fig.add("footprint", n, "rss_after_lists", "MiB", server.rss_mib()?);
+    Ok(Outcome::Ready(format!(
+        "{} ({})",
+        text.join(", "),
+        seconds(t.elapsed())
+    )))
+}
+
+/// The watch fan-out in the `bench-watch` namespace; fails when an event was lost.
+fn fanout_step(
+    rt: &tokio::runtime::Runtime,
+    server: &mut Control,
+    mut fig: Figures<'_>,
+    plan: &Plan,
+) -> Result<Outcome> {
+    let (t, addr, w) = (Instant::now(), server.addr, plan.watchers);
+    let f = rt.block_on(async {
+        create_namespace(addr, "bench-watch").await?;
+        fanout::measure(addr, "bench-watch", w, plan.updates).await
+    })?;
+    fig.add(
+        "watch_fanout",
+        w,
+        "events_delivered",
+        "events",
+        f.delivered as f64,
+    );
+    fig.add("watch_fanout", w, "events_expected", "events", f.expected as f64);
+    let s = latency::summarize(&f.latencies).context("no update reached every watcher")?;
+    fig.add("watch_fanout", w, "fanout_p50", "ms", s.p50);
+    fig.add("watch_fanout", w, "fanout_p99", "ms", s.p99);
+    fig.add("watch_fanout", w, "fanout_max", "ms", s.max);
+    fig.add(
+        "footprint",
+        plan.objects,
+        "rss_after_watch",
+        "MiB",
+        server.rss_mib()?,
+    );
+    if f.delivered != f.expected {
+        bail!(
+            "{} watch events delivered, expected {} ({w} watchers x {} updates)",
+            f.delivered,
+            f.expected,
+            plan.updates
+        );
+    }
+    Ok(Outcome::Ready(format!(
+        "p50 {:.2} ms, p99 {:.2} ms, {} events ({})",
+        s.p50,
+        s.p99,
+        f.delivered,
+        seconds(t.elapsed())
+    )))
+}
+
+/// A server of its own with only the scheduler on: fake nodes, then the burst of unbound pods.
+fn scheduler_step(
+    rt: &tokio::runtime::Runtime,
+    spec: &ControlSpec<'_>,
+    mut fig: Figures<'_>,
+    plan: &Plan,
+) -> Result<Outcome> {
+    let mut server = Control::start(rt, spec)?;
+    let addr = server.addr;
+    let s = rt.block_on(async {
+        create_namespace(addr, "bench-sched").await?;
+        schedule::create_nodes(addr, plan.nodes).await?;
+        schedule::measure(addr, "bench-sched", plan.sched_pods, plan.concurrency).await
+    })?;
+    let rate = latency::rate(s.pods, s.elapsed);
+    fig.add("scheduler", s.pods, "pods_bound_per_s", "1/s", rate);
+    fig.add(
+        "scheduler",
+        s.pods,
+        "time_to_bind_all",
+        "s",
+        s.elapsed.as_secs_f64(),
+    );
+    fig.add(
+        "scheduler",
+        s.pods,
+        "creates_per_s",
+        "1/s",
+        latency::rate(s.pods, s.create_elapsed),
+    );
+    fig.add(
+        "footprint",
+        plan.objects,
+        "rss_after_schedule",
+        "MiB",
+        server.rss_mib()?,
+    );
+    Ok(Outcome::Ready(format!(
+        "{rate:.0} pods bound/s, all in {}",
+        seconds(s.elapsed)
+    )))
+}
+
+async fn create_namespace(addr: SocketAddr, name: &str) -> Result<()> {
     http::Conn::connect(addr)
         .await?
-        .create("/api/v1/namespaces", &fixtures::namespace("bench"))
-        .await?;
-    let mut text = Vec::new();
-    let kinds: [(&str, creates::MakeObject); 2] = [
-        (
-            "configmap",
-            Arc::new(|i| {
-                (
-                    "/api/v1/namespaces/bench/configmaps".to_owned(),
-                    fixtures::config_map(i),
-                )
-            }),
-        ),
-        (
-            "pod",
-            Arc::new(|i| ("/api/v1/namespaces/bench/pods".to_owned(), fixtures::pod(i))),
-        ),
-    ];
-    for (kind, make) in kinds {
-        let t = creates::create_all(addr, n, plan.concurrency, make).await?;
-        let rate = latency::rate(n, t.elapsed);
-        let s = latency::summarize(&t.latencies).context("no creates")?;
-        col.add(
-            "creates",
-            store,
-            n,
-            None,
-            &format!("{kind}_creates_per_s"),
-            "1/s",
-            rate,
-        );
-        col.add(
-            "creates",
-            store,
-            n,
-            None,
-            &format!("{kind}_create_p50"),
-            "ms",
-            s.p50,
-        );
-        col.add(
-            "creates",
-            store,
-            n,
-            None,
-            &format!("{kind}_create_p99"),
-            "ms",
-            s.p99,
-        );
-        text.push(format!("{kind}s {rate:.0}/s (p99 {:.1} ms)", s.p99));
-    }
-    Ok(text.join(", "))
+        .create("/api/v1/namespaces", &fixtures::namespace(name))
+        .await
 }
