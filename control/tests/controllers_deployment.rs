@@ -488,3 +488,35 @@ async fn a_stuck_rollout_exceeds_its_progress_deadline() {
         .count();
     assert_eq!(ready_old, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphan_replicaset_with_the_same_template_is_adopted_and_reused() {
+    let c = setup().await;
+    let d = deployment("cache", 3, json!({"type": "RollingUpdate"}), "redis:7");
+    let spec = d.spec.clone().unwrap();
+    let orphan: ReplicaSet = serde_json::from_value(json!({
+        "metadata": {"name": "cache-by-hand", "labels": {"app": "cache"}},
+        "spec": {"replicas": 1, "selector": spec.selector, "template": spec.template},
+    }))
+    .unwrap();
+    Api::<ReplicaSet>::namespaced(c.client.clone(), "default")
+        .create(&PostParams::default(), &orphan)
+        .await
+        .expect("create orphan");
+    Api::<Deployment>::namespaced(c.client.clone(), "default")
+        .create(&PostParams::default(), &d)
+        .await
+        .expect("create deployment");
+    drive(&c, "cache", "redis:7", None).await;
+    let sets = sets_of(&c.client, "cache").await;
+    assert_eq!(sets.len(), 1, "the orphan is the current ReplicaSet");
+    let rs = &sets[0];
+    assert_eq!(rs.name_any(), "cache-by-hand");
+    assert_eq!(replicas(rs), 3);
+    let owner = &rs.metadata.owner_references.as_ref().unwrap()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("Deployment", "cache")
+    );
+    assert_eq!(rs.annotations()[REVISION], "1");
+}

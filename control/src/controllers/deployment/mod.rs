@@ -229,20 +229,23 @@ async fn reconcile(
     let replicas = spec.replicas.unwrap_or(1);
 
     let claim = view::claim(d, sets);
-    for rs in &claim.adopt {
-        let patch = json!({"metadata": {"ownerReferences": [view::owner_ref(d)]}});
+    let uid = d.metadata.uid.clone().unwrap_or_default();
+    let changes = claim
+        .adopt
+        .iter()
+        .map(|rs| (rs, "adopting", view::with_owner(&rs.metadata, view::owner_ref(d))))
+        .chain(
+            claim
+                .release
+                .iter()
+                .map(|rs| (rs, "releasing", view::without_owner(&rs.metadata, &uid))),
+        );
+    for (rs, what, refs) in changes {
+        let patch = json!({"metadata": {"ownerReferences": refs}});
         let rs = rs_api
             .patch(&rs.name_any(), &PatchParams::default(), &Patch::Merge(patch))
             .await
-            .map_err(failed(format!("adopting ReplicaSet {}", rs.name_any())))?;
-        expect.wrote_set(&rs);
-    }
-    for rs in &claim.release {
-        let patch = json!({"metadata": {"ownerReferences": null}});
-        let rs = rs_api
-            .patch(&rs.name_any(), &PatchParams::default(), &Patch::Merge(patch))
-            .await
-            .map_err(failed(format!("releasing ReplicaSet {}", rs.name_any())))?;
+            .map_err(failed(format!("{what} ReplicaSet {}", rs.name_any())))?;
         expect.wrote_set(&rs);
     }
     let found = split(d, &claim.owned);

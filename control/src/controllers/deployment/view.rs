@@ -45,6 +45,21 @@ pub fn owner_ref(d: &Deployment) -> OwnerReference {
     }
 }
 
+/// The owner references of `meta` with `owner` added as the controller.
+pub fn with_owner(meta: &ObjectMeta, owner: OwnerReference) -> Vec<OwnerReference> {
+    let mut refs: Vec<OwnerReference> = meta.owner_references.clone().unwrap_or_default();
+    refs.retain(|o| o.uid != owner.uid);
+    refs.push(owner);
+    refs
+}
+
+/// The owner references of `meta` without the one to the owner `uid`.
+pub fn without_owner(meta: &ObjectMeta, uid: &str) -> Vec<OwnerReference> {
+    let mut refs: Vec<OwnerReference> = meta.owner_references.clone().unwrap_or_default();
+    refs.retain(|o| o.uid != uid);
+    refs
+}
+
 /// The Deployment's annotations that its ReplicaSets carry too.
 pub fn copied_annotations(d: &Deployment) -> BTreeMap<String, String> {
     d.metadata
@@ -237,5 +252,27 @@ mod tests {
         assert_eq!(names(&c.owned), ["mine", "orphan"]);
         assert_eq!(names(&c.adopt), ["orphan"]);
         assert_eq!(names(&c.release), ["moved"]);
+        // Adoption and release keep other owners' references.
+        let mut meta = sets[1].metadata.clone();
+        meta.owner_references = Some(vec![OwnerReference {
+            uid: "other".into(),
+            ..owner_ref(&d)
+        }]);
+        meta.owner_references.as_mut().unwrap()[0].controller = None;
+        let adopted = with_owner(&meta, owner_ref(&d));
+        assert_eq!(adopted.len(), 2);
+        assert_eq!(
+            controller_of(&ObjectMeta {
+                owner_references: Some(adopted.clone()),
+                ..meta.clone()
+            })
+            .unwrap()
+            .uid,
+            "d1"
+        );
+        meta.owner_references = Some(adopted);
+        let released = without_owner(&meta, "d1");
+        assert_eq!(released.len(), 1);
+        assert_eq!(released[0].uid, "other");
     }
 }
