@@ -374,3 +374,100 @@ async fn a_node_cannot_modify_another_node_or_its_pods() {
         "{deploy}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_admins_cannot_grant_more_than_they_hold() {
+    let c = Cluster::start().await;
+    let (admin, jane) = (c.admin(), c.user("jane", &[]));
+    c.ok(&admin, &["create", "namespace", "team"]).await;
+    c.ok(
+        &admin,
+        &[
+            "create",
+            "rolebinding",
+            "jane-admin",
+            "--clusterrole=admin",
+            "--user=jane",
+            "-n",
+            "team",
+        ],
+    )
+    .await;
+    c.eventually_ok(&jane, &["get", "rolebindings", "-n", "team"])
+        .await;
+
+    c.ok(
+        &jane,
+        &[
+            "create",
+            "rolebinding",
+            "bob-view",
+            "--clusterrole=view",
+            "--user=bob",
+            "-n",
+            "team",
+        ],
+    )
+    .await;
+    c.ok(
+        &jane,
+        &[
+            "create",
+            "role",
+            "cm-reader",
+            "--verb=get",
+            "--resource=configmaps",
+            "-n",
+            "team",
+        ],
+    )
+    .await;
+    let escalate = c
+        .fails(
+            &jane,
+            &[
+                "create",
+                "rolebinding",
+                "bob-root",
+                "--clusterrole=cluster-admin",
+                "--user=bob",
+                "-n",
+                "team",
+            ],
+        )
+        .await;
+    assert!(
+        escalate.contains("rolebindings.rbac.authorization.k8s.io \"bob-root\" is forbidden: user \"jane\"")
+            && escalate.contains("is attempting to grant RBAC permissions not currently held"),
+        "{escalate}"
+    );
+    let role = c
+        .fails(
+            &jane,
+            &[
+                "create",
+                "role",
+                "nodes",
+                "--verb=get",
+                "--resource=nodes",
+                "-n",
+                "kube-public",
+            ],
+        )
+        .await;
+    assert!(role.contains("forbidden"), "{role}");
+    // The cluster admin may bind anything.
+    c.ok(
+        &admin,
+        &[
+            "create",
+            "rolebinding",
+            "bob-root",
+            "--clusterrole=cluster-admin",
+            "--user=bob",
+            "-n",
+            "team",
+        ],
+    )
+    .await;
+}

@@ -17,6 +17,7 @@ use super::{discovery, objects, pods, protobuf, read, scale, watch, write};
 use crate::auth::{
     Attributes, Authenticator, Authorizer, PeerUser, UserInfo, attributes, impersonate, noderestriction, reviews,
 };
+use crate::auth::rbac::escalation;
 use crate::registry::Registry;
 use crate::registry::kinds::{self, Kind};
 use crate::store::Store;
@@ -147,6 +148,12 @@ fn check_access(state: &ApiState, parts: &axum::http::request::Parts) -> Result<
     Ok(user)
 }
 
+/// 403 for an RBAC write that would grant more than the writer holds.
+fn escalation_error(kind: &Kind, object: &Value, why: &str) -> ApiError {
+    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    ApiError::forbidden(format!("{}.{} {name:?} is forbidden: {why}", kind.plural, kind.group))
+}
+
 /// A create or update body as JSON: JSON as is, Kubernetes protobuf converted (kubectl's generators send it).
 fn json_body(ctx: &Ctx, body: Bytes) -> Result<Bytes, ApiError> {
     let media = ctx.content_type.split(';').next().unwrap_or("").trim();
@@ -211,6 +218,39 @@ async fn route(
     let named = ctx.path.name.is_some();
     let sub = ctx.path.subresource.clone();
     noderestriction::admit(state, user, &method, uri).await?;
+    if kind.group == "rbac.authorization.k8s.io" && ctx.path.subresource.is_none() {
+        let named = ctx.path.name.is_some();
+        let scope = ctx.namespace().unwrap_or("").to_owned();
+        match (&method, named) {
+            (&Method::POST, false) | (&Method::PUT, true) => {
+                let body = json_body(&ctx, read_body(body, state.options.max_body).await?)?;
+                let object = objects::parse_body(&body)?;
+                escalation::check(&*state.authz, user, kind.plural, &scope, &object)
+                    .map_err(|why| escalation_error(kind, &object, &why))?;
+                return if method == Method::POST {
+                    write::create(state, &ctx, &body).await
+                } else {
+                    write::update(state, &ctx, &body).await
+                };
+            }
+            (&Method::PATCH, true) => {
+                let (verb, plural) = if kind.plural.ends_with("bindings") {
+                    ("bind", if kind.plural == "rolebindings" { "roles" } else { "clusterroles" })
+                } else {
+                    ("escalate", kind.plural)
+                };
+                let may = Attributes::resource(verb, kind.group, plural, &scope, "");
+                if state.authz.authorize(user, &may).is_err() {
+                    let why = format!(
+                        "patching RBAC objects needs the {verb} verb on {plural}; replace the whole object instead (kubectl replace)"
+                    );
+                    let object = serde_json::json!({"metadata": {"name": ctx.name()}});
+                    return Err(escalation_error(kind, &object, &why));
+                }
+            }
+            _ => {}
+        }
+    }
     if reviews::is_review(kind) {
         if method != Method::POST || named {
             return Err(ApiError::method_not_allowed(method.as_str()));

@@ -81,6 +81,16 @@ pub trait Authorizer: Send + Sync {
     ) -> Option<Vec<k8s_openapi::api::rbac::v1::PolicyRule>> {
         None
     }
+
+    /// The rules of a Role or ClusterRole, when the authorizer is rule based (escalation checks).
+    fn role_rules(
+        &self,
+        _kind: &str,
+        _namespace: &str,
+        _name: &str,
+    ) -> Option<Vec<k8s_openapi::api::rbac::v1::PolicyRule>> {
+        None
+    }
 }
 
 impl<T: Authorizer + ?Sized> Authorizer for std::sync::Arc<T> {
@@ -94,6 +104,15 @@ impl<T: Authorizer + ?Sized> Authorizer for std::sync::Arc<T> {
         namespace: &str,
     ) -> Option<Vec<k8s_openapi::api::rbac::v1::PolicyRule>> {
         (**self).rules_for(user, namespace)
+    }
+
+    fn role_rules(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Option<Vec<k8s_openapi::api::rbac::v1::PolicyRule>> {
+        (**self).role_rules(kind, namespace, name)
     }
 }
 

@@ -1,6 +1,7 @@
 //! RBAC authorization (rbac.authorization.k8s.io/v1) from a cached, always-current policy index.
 
 pub mod defaults;
+pub mod escalation;
 pub mod policy;
 pub mod rules;
 
@@ -59,5 +60,11 @@ impl Authorizer for RbacAuthorizer {
 
     fn rules_for(&self, user: &UserInfo, namespace: &str) -> Option<Vec<PolicyRule>> {
         Some(self.policy().rules_for(user, namespace))
+    }
+
+    fn role_rules(&self, kind: &str, namespace: &str, name: &str) -> Option<Vec<PolicyRule>> {
+        self.policy()
+            .role(kind, namespace, name)
+            .map(<[PolicyRule]>::to_vec)
     }
 }

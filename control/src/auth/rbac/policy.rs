@@ -141,6 +141,18 @@ impl Policy {
         }
     }
 
+    /// The effective rules of a ClusterRole (`namespace` ignored) or a Role.
+    pub fn role(&self, kind: &str, namespace: &str, name: &str) -> Option<&[PolicyRule]> {
+        match kind {
+            "ClusterRole" => self.cluster_roles.get(name).map(Vec::as_slice),
+            "Role" => self
+                .roles
+                .get(&(namespace.to_owned(), name.to_owned()))
+                .map(Vec::as_slice),
+            _ => None,
+        }
+    }
+
     /// The bindings that can apply to a request in `namespace` (cluster-wide ones first).
     fn bindings_for<'a>(&'a self, namespace: &str) -> impl Iterator<Item = &'a Binding> {
         let local = if namespace.is_empty() {
