@@ -42,14 +42,23 @@ fn duration_ms(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Whether the node's heartbeat is older than the grace period (a node without a Lease counts from its creation).
+/// Whether the node's last heartbeat (Lease or posted status) is older than the grace period; a node that never
+/// sent one counts from its creation.
 pub fn stale(node: &Node, lease_renew_ms: Option<i64>, now_ms: i64, timings: &Timings) -> bool {
     now_ms > last_heartbeat(node, lease_renew_ms).saturating_add(duration_ms(timings.grace))
 }
 
+/// The latest sign of life: the Lease renewal, the kubelet's Ready heartbeat, or the node's creation.
 fn last_heartbeat(node: &Node, lease_renew_ms: Option<i64>) -> i64 {
     let created = node.metadata.creation_timestamp.as_ref().map_or(0, millis);
-    lease_renew_ms.unwrap_or(created).max(created)
+    let status_beat = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .and_then(|c| c.last_heartbeat_time.as_ref())
+        .map_or(0, millis);
+    lease_renew_ms.unwrap_or(created).max(created).max(status_beat)
 }
 
 fn condition_status<'a>(node: &'a Node, type_: &str) -> Option<&'a str> {

@@ -73,6 +73,12 @@ fn node_without_lease_counts_from_creation() {
     assert!(stale(&n, None, T0 + 40_001, &timings()));
     // An old lease from before the node was re-created does not count against it.
     assert!(!stale(&n, Some(T0 - 100_000), T0 + 1_000, &timings()));
+    // A posted status heartbeat counts like a lease renewal.
+    let mut posted = n.clone();
+    posted.status.as_mut().unwrap().conditions.as_mut().unwrap()[0].last_heartbeat_time =
+        Some(time(T0 + 30_000));
+    assert!(!stale(&posted, Some(T0), T0 + 70_000, &timings()));
+    assert!(stale(&posted, Some(T0), T0 + 70_001, &timings()));
 }
 
 #[test]
