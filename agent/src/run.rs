@@ -85,6 +85,7 @@ impl Syncer {
     fn sync(&mut self, desired: &mut Desired) -> Result<()> {
         let t0 = Instant::now();
         let node = node_info(&self.node_name, self.node_ip, desired.node(&self.node_name));
+        let t_node = t0.elapsed();
         let delta = desired.update(&node);
         let t_desired = t0.elapsed();
         let ops = if self.planner.needs_full() {
@@ -102,7 +103,9 @@ impl Syncer {
                     frontends = self.planner.contents().services.len(),
                     backends = self.planner.contents().backends.len(),
                     changed = delta.upserts.len() + delta.removed.len(),
+                    recomputed = delta.recomputed,
                     udp_flows_purged = stats.udp_flows_purged,
+                    node_ms = t_node.as_secs_f64() * 1000.0,
                     desired_ms = t_desired.as_secs_f64() * 1000.0,
                     plan_ms = (t_plan - t_desired).as_secs_f64() * 1000.0,
                     took_ms = took.as_secs_f64() * 1000.0,
@@ -289,7 +292,7 @@ pub async fn run(cfg: ProxyConfig) -> Result<()> {
 
     let mut rx: mpsc::UnboundedReceiver<Vec<Change>> = spawn_source(cfg.source)?;
     let mut desired = Desired::default();
-    let mut first_sync = true;
+    let mut received = 0usize;
     let stop = shutdown_signal();
     tokio::pin!(stop);
     let mut retry: Option<tokio::time::Instant> = None;
@@ -304,13 +307,17 @@ pub async fn run(cfg: ProxyConfig) -> Result<()> {
         tokio::select! {
             r = &mut stop => break r?,
             batch = rx.recv() => match batch {
-                Some(b) => b.into_iter().for_each(|c| desired.apply(c)),
+                Some(b) => {
+                    received += b.len();
+                    b.into_iter().for_each(|c| desired.apply(c));
+                }
                 None => bail!("the Service/EndpointSlice source stopped"),
             },
             _ = retry_sleep => {}
         }
         // Everything already queued goes into this sync.
         while let Ok(b) = rx.try_recv() {
+            received += b.len();
             b.into_iter().for_each(|c| desired.apply(c));
         }
         // No map write before every initial list is complete: never a moment with no services.
@@ -329,7 +336,9 @@ pub async fn run(cfg: ProxyConfig) -> Result<()> {
                 if std::mem::take(&mut kube_proxy_cleanup_pending) {
                     remove_kube_proxy_rules().await;
                 }
-                if std::mem::take(&mut first_sync) {
+                // After a burst (the initial lists, a relist, a large manifest edit) the parse and conversion
+                // buffers are free again: give them back instead of keeping the burst's peak as RSS.
+                if std::mem::take(&mut received) >= BURST_CHANGES {
                     release_spare_memory(&mut desired);
                 }
                 None
@@ -351,7 +360,10 @@ pub async fn run(cfg: ProxyConfig) -> Result<()> {
     Ok(())
 }
 
-/// After the initial burst: shrinks the proxy's tables and hands freed heap pages back to the kernel (the burst's
+/// A sync that applied at least this many changes is followed by `release_spare_memory`.
+const BURST_CHANGES: usize = 1000;
+
+/// After a burst of changes: shrinks the proxy's tables and hands freed heap pages back to the kernel (the burst's
 /// parse buffers would otherwise stay in the process's RSS).
 fn release_spare_memory(desired: &mut Desired) {
     desired.shrink();

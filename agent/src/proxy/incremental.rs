@@ -20,6 +20,8 @@ use crate::service_health::ServiceHealth;
 pub struct Delta {
     pub upserts: Vec<Frontend>,
     pub removed: Vec<ServiceKey>,
+    /// How many Services were recomputed to find them.
+    pub recomputed: usize,
 }
 
 impl Delta {
@@ -171,7 +173,10 @@ impl Desired {
                 self.frontends.insert(svc.clone(), new);
             }
         }
-        let mut delta = Delta::default();
+        let mut delta = Delta {
+            recomputed: dirty.len(),
+            ..Delta::default()
+        };
         for key in touched {
             match self.winner(&key) {
                 Some(fe) => delta.upserts.push(fe.clone()),

@@ -227,7 +227,7 @@ fn one_endpoint_change_recomputes_one_service() {
     assert!(inc.update(&node).is_empty());
     inc.apply(conv.slice(&slice("s7", "10.244.0.2")));
     let delta = inc.update(&node);
-    assert_eq!(delta.upserts.len(), 1);
+    assert_eq!((delta.upserts.len(), delta.recomputed), (1, 1));
     assert_eq!(&*delta.upserts[0].origin.name, "s7");
     assert_eq!(delta.upserts[0].ready[0].addr, Ipv4Addr::new(10, 244, 0, 2));
     // Deleting the Service removes its frontend.
@@ -261,6 +261,50 @@ fn health_ports_match_service_health_wanted() {
                 crate::service_health::wanted(&services, &slices, node),
                 "seed {seed} node {node}"
             );
+        }
+    }
+}
+
+#[test]
+#[ignore = "timing probe"]
+fn timing_probe() {
+    for n in [1000usize, 10000] {
+        let mut conv = Converter::default();
+        let mut inc = Desired::default();
+        listed(&mut inc);
+        let node = NodeInfo {
+            name: "n1".into(),
+            addresses: vec![Ipv4Addr::new(192, 168, 1, 1)],
+            zone: None,
+        };
+        let slice = |name: &str, ip: &str| -> EndpointSlice {
+            serde_json::from_value(json!({
+                "metadata": {"namespace": "default", "name": format!("{name}-1"),
+                             "labels": {"kubernetes.io/service-name": name}},
+                "addressType": "IPv4",
+                "ports": [{"name": "", "port": 8080, "protocol": "TCP"}],
+                "endpoints": [{"addresses": [ip]}],
+            }))
+            .unwrap()
+        };
+        for i in 0..n {
+            let svc: Service = serde_json::from_value(json!({
+                "metadata": {"namespace": "default", "name": format!("s{i}")},
+                "spec": {"clusterIP": format!("10.96.{}.{}", i / 250, i % 250), "ports": [{"port": 80}]},
+            }))
+            .unwrap();
+            inc.apply(conv.service(&svc));
+            inc.apply(conv.slice(&slice(&format!("s{i}"), "10.244.0.1")));
+        }
+        inc.update(&node);
+        for rep in 0..3 {
+            inc.apply(conv.slice(&slice(
+                "s7",
+                if rep % 2 == 0 { "10.244.0.2" } else { "10.244.0.3" },
+            )));
+            let t = std::time::Instant::now();
+            let d = inc.update(&node);
+            eprintln!("n={n} update {:?} changed {}", t.elapsed(), d.upserts.len());
         }
     }
 }

@@ -127,7 +127,7 @@ struct FileState {
 struct Files {
     files: BTreeMap<Arc<Path>, FileState>,
     /// The files holding each object (usually one; the last one parsed wins).
-    claims: HashMap<ObjId, BTreeSet<Arc<Path>>>,
+    claims: HashMap<ObjId, Vec<Arc<Path>>>,
     conv: Converter,
 }
 
@@ -238,7 +238,10 @@ impl Files {
                     objects: HashMap::with_capacity(parsed.len()),
                 };
                 for (id, h, change) in parsed {
-                    self.claims.entry(id.clone()).or_default().insert(path.clone());
+                    let holders = self.claims.entry(id.clone()).or_default();
+                    if !holders.contains(&path) {
+                        holders.push(path.clone());
+                    }
                     if let Some(c) = change {
                         out.push(c);
                     }
@@ -268,8 +271,8 @@ impl Files {
         let Some(holders) = self.claims.get_mut(&id) else {
             return;
         };
-        holders.remove(path);
-        if let Some(other) = holders.iter().next().cloned() {
+        holders.retain(|p| **p != *path);
+        if let Some(other) = holders.first().cloned() {
             if let Some(state) = self.files.get_mut(&other) {
                 state.objects.remove(&id);
             }
