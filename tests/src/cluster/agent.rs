@@ -66,11 +66,23 @@ pub fn cleanup_stale(node: &str) {
     let _ = fs::remove_dir_all(&dir);
 }
 
+/// What a DaemonSet pod of the agent gets from a cluster: the API server's address in KUBERNETES_SERVICE_HOST/PORT
+/// and a ServiceAccount directory (`token`, `ca.crt`).
+#[derive(Clone, Debug)]
+pub struct InCluster {
+    pub host: String,
+    pub port: u16,
+    pub serviceaccount_dir: PathBuf,
+}
+
 /// One running agent (`skiff-agent proxy`) for a node. Dropped, it is killed and `cleanup` runs for its node.
 pub struct Agent {
     node: String,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     log: PathBuf,
+    /// Where the current run's output starts in `log` (every run of the node appends to it).
+    run_start: usize,
     proc: Option<Proc>,
     starts: u32,
 }
@@ -107,10 +119,59 @@ impl Agent {
         ]
         .map(str::to_owned)
         .to_vec();
+        Agent::spawn_new(node, args, Vec::new(), log_dir)
+    }
+
+    /// Starts `skiff-agent --proxy-only` the way the DaemonSet runs it: no --manifests, no --kubeconfig, no
+    /// --node-name; the API server, credentials and node name come from the environment (KUBERNETES_SERVICE_HOST,
+    /// KUBERNETES_SERVICE_PORT, NODE_NAME) and `--serviceaccount-dir`. Only the lab's interfaces, cgroup and
+    /// loopback listen addresses are given as flags, so nothing of the host is touched.
+    pub fn start_in_cluster(
+        node: &str,
+        netns: &str,
+        cluster: &InCluster,
+        mode: Mode,
+        cgroup: &str,
+        log_dir: &Path,
+    ) -> Agent {
+        let args = [
+            "--proxy-only",
+            "--serviceaccount-dir",
+            &cluster.serviceaccount_dir.display().to_string(),
+            "--netns",
+            netns,
+            "--uplink",
+            "eth0",
+            "--pod-iface",
+            "skp-*",
+            "--cgroup",
+            cgroup,
+            "--mode",
+            mode.arg(),
+            "--metrics-addr",
+            "127.0.0.1:19965",
+            "--healthz-addr",
+            "127.0.0.1:19966",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let env = [
+            ("KUBERNETES_SERVICE_HOST", cluster.host.clone()),
+            ("KUBERNETES_SERVICE_PORT", cluster.port.to_string()),
+            ("NODE_NAME", node.to_owned()),
+        ]
+        .map(|(k, v)| (k.to_owned(), v))
+        .to_vec();
+        Agent::spawn_new(node, args, env, log_dir)
+    }
+
+    fn spawn_new(node: &str, args: Vec<String>, env: Vec<(String, String)>, log_dir: &Path) -> Agent {
         let mut agent = Agent {
             node: node.to_owned(),
             args,
+            env,
             log: log_dir.join(format!("agent-{node}.log")),
+            run_start: 0,
             proc: None,
             starts: 0,
         };
@@ -126,8 +187,13 @@ impl Agent {
             .open(&self.log)
             .unwrap_or_else(|e| panic!("opening {}: {e}", self.log.display()));
         let err = log.try_clone().expect("cloning log file handle");
+        self.run_start = log.metadata().map_or(0, |m| m.len() as usize);
         let mut cmd = Command::new(agent_bin());
+        // The agent under test sees only the environment the test gives it (no KUBECONFIG of the developer's).
         cmd.args(&self.args)
+            .env_remove("KUBECONFIG")
+            .env_remove("NODE_NAME")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(log)
             .stderr(err);
@@ -146,6 +212,22 @@ impl Agent {
                 self.log_tail()
             );
         }
+    }
+
+    /// Waits up to `limit` for the agent to exit by itself; its exit status, or `None` if it is still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let p = self.proc.as_mut()?;
+        let status = wait_for(limit, || p.child.try_wait().ok().flatten());
+        if status.is_some() {
+            self.proc = None;
+        }
+        status
+    }
+
+    /// What the current (or last) run of the agent wrote to stdout and stderr.
+    pub fn run_log(&self) -> String {
+        let mut text = fs::read_to_string(&self.log).unwrap_or_default();
+        text.split_off(self.run_start.min(text.len()))
     }
 
     /// Kills the agent with SIGKILL (no chance to clean anything up), like a crash or an OOM kill.

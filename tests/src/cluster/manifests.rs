@@ -34,8 +34,18 @@ impl Service {
         self.ports.iter().any(|p| p.node_port.is_some())
     }
 
-    /// The Service as YAML.
+    /// The Service as YAML, selecting pods labelled `app: NAME`.
     pub fn yaml(&self) -> String {
+        self.render(true)
+    }
+
+    /// The Service as YAML without a selector: its EndpointSlices are whatever their writer puts there (the
+    /// EndpointSlice controller leaves them alone).
+    pub fn selectorless_yaml(&self) -> String {
+        self.render(false)
+    }
+
+    fn render(&self, selector: bool) -> String {
         let mut y = String::new();
         let kind = if self.is_node_port() {
             "NodePort"
@@ -45,11 +55,13 @@ impl Service {
         let _ = write!(
             y,
             "apiVersion: v1\nkind: Service\nmetadata:\n  name: {}\n  namespace: default\nspec:\n  type: {kind}\n  \
-             clusterIP: {ip}\n  clusterIPs:\n  - {ip}\n  ipFamilies:\n  - IPv4\n  selector:\n    app: {}\n",
-            self.name,
+             clusterIP: {ip}\n  clusterIPs:\n  - {ip}\n  ipFamilies:\n  - IPv4\n",
             self.name,
             ip = self.cluster_ip
         );
+        if selector {
+            let _ = write!(y, "  selector:\n    app: {}\n", self.name);
+        }
         if self.is_node_port() {
             let policy = if self.external_local { "Local" } else { "Cluster" };
             let _ = writeln!(y, "  externalTrafficPolicy: {policy}");
@@ -68,14 +80,20 @@ impl Service {
         y
     }
 
-    /// The Service's EndpointSlice (all endpoints ready) as YAML.
+    /// The Service's EndpointSlice (all endpoints ready) as YAML, labelled as the EndpointSlice controller's.
     pub fn slice_yaml(&self, endpoints: &[Endpoint]) -> String {
+        self.slice_yaml_managed_by(endpoints, "endpointslice-controller.k8s.io")
+    }
+
+    /// [`Service::slice_yaml`] with another `endpointslice.kubernetes.io/managed-by` (a slice a controller must not
+    /// take for its own, as for a selector-less Service).
+    pub fn slice_yaml_managed_by(&self, endpoints: &[Endpoint], managed_by: &str) -> String {
         let mut y = String::new();
         let _ = write!(
             y,
             "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-skt\n  \
              namespace: default\n  labels:\n    kubernetes.io/service-name: {name}\n    \
-             endpointslice.kubernetes.io/managed-by: endpointslice-controller.k8s.io\naddressType: IPv4\nports:\n",
+             endpointslice.kubernetes.io/managed-by: {managed_by}\naddressType: IPv4\nports:\n",
             name = self.name
         );
         for p in &self.ports {
@@ -171,6 +189,30 @@ mod tests {
             Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(
                 8081
             ))
+        );
+    }
+
+    #[test]
+    fn selectorless_service_and_its_own_slice() {
+        let with: core::Service = serde_yaml::from_str(&web().yaml()).unwrap();
+        let selector = with.spec.unwrap().selector.unwrap();
+        assert_eq!(selector.get("app").map(String::as_str), Some("web"));
+        let without: core::Service = serde_yaml::from_str(&web().selectorless_yaml()).unwrap();
+        let spec = without.spec.unwrap();
+        assert_eq!(spec.selector, None);
+        assert_eq!(spec.cluster_ip.as_deref(), Some("10.96.0.10"));
+        let slice: discovery::EndpointSlice =
+            serde_yaml::from_str(&web().slice_yaml_managed_by(&[], "skiff-tests")).unwrap();
+        let labels = slice.metadata.labels.unwrap();
+        assert_eq!(
+            labels
+                .get("endpointslice.kubernetes.io/managed-by")
+                .map(String::as_str),
+            Some("skiff-tests")
+        );
+        assert_eq!(
+            labels.get("kubernetes.io/service-name").map(String::as_str),
+            Some("web")
         );
     }
 

@@ -1,5 +1,6 @@
 //! A two-node test cluster in network namespaces with backends, Service manifests and the agent under test.
 pub mod agent;
+pub mod control;
 pub mod manifests;
 pub mod topology;
 pub mod workload;
@@ -11,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use agent::{Agent, Mode};
+use agent::{Agent, InCluster, Mode};
 use manifests::{Endpoint, Port, Service};
 use topology::{BACKENDS, CGROUP1, NODE1, Pod, Topology};
 use workload::Client;
@@ -151,6 +152,32 @@ impl Lab {
             &self.scratch.path,
         );
         self.agents.push(agent);
+        self.wait_ready(client);
+        self.agent()
+    }
+
+    /// The test's scratch directory (removed on drop unless the test failed).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.scratch.path
+    }
+
+    /// Starts node1's agent as `skiff-agent --proxy-only` against `cluster` (see [`Agent::start_in_cluster`])
+    /// without waiting for it.
+    pub fn spawn_agent_in_cluster(&mut self, mode: Mode, cluster: &InCluster) -> &mut Agent {
+        let agent =
+            Agent::start_in_cluster(NODE1.name, NODE1.name, cluster, mode, CGROUP1, &self.scratch.path);
+        self.agents.push(agent);
+        self.agent()
+    }
+
+    /// [`Lab::spawn_agent_in_cluster`], then waits until `web` answers through `client` (at most 30 s).
+    pub fn start_agent_in_cluster(
+        &mut self,
+        mode: Mode,
+        client: Client<'_>,
+        cluster: &InCluster,
+    ) -> &mut Agent {
+        self.spawn_agent_in_cluster(mode, cluster);
         self.wait_ready(client);
         self.agent()
     }
