@@ -110,6 +110,11 @@ pub async fn start(
         tasks,
     )
     .await?;
+    // The namespaces that exist now get their account before the server serves (no write races with the
+    // first requests); later ones are handled by the task.
+    for ns in missing_defaults(&namespaces.snapshot(), &index) {
+        create_default(&*store, &ns).await?;
+    }
     tasks.spawn(async move {
         loop {
             wake.notified().await;
