@@ -14,13 +14,13 @@ use std::{
 use tests::{
     cluster::{
         EXT_CLIENT, Lab, SOCKET_CLIENT, TC_CLIENT, WEB_IP, WEB_NODE_PORT,
-        agent::{InCluster, Mode},
+        agent::{IN_CLUSTER_HEALTHZ, InCluster, Mode},
         control::Control,
         endpoint,
         topology::{BACKENDS, BE1, NODE1},
         web,
     },
-    netns::wait_for,
+    netns::{try_run, wait_for},
 };
 
 const REQUESTS: usize = 30;
@@ -96,6 +96,17 @@ fn least_privilege_agent_serves_clusterip_and_nodeport_and_follows_endpointslice
     let sa = in_cluster(&control, &lab, AGENT_SA);
 
     lab.start_agent_in_cluster(Mode::Both, TC_CLIENT, &sa);
+    // Like kube-proxy's: healthy once synced, and the Node (from the API server) is eligible for load balancers.
+    let health = try_run(std::process::Command::new("curl").args([
+        "-sS",
+        "--fail",
+        "--max-time",
+        "5",
+        &format!("http://{IN_CLUSTER_HEALTHZ}/healthz"),
+    ]))
+    .unwrap_or_else(|e| panic!("/healthz of the synced agent: {e:#}"));
+    let health: serde_json::Value = serde_json::from_str(&health).expect("/healthz answers JSON");
+    assert_eq!(health["nodeEligible"], true, "/healthz: {health}");
     let cluster_ip = format!("http://{WEB_IP}/");
     let node_port = format!("http://{}:{WEB_NODE_PORT}/", NODE1.ip);
     for (client, url) in [

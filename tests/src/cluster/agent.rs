@@ -66,6 +66,10 @@ pub fn cleanup_stale(node: &str) {
     let _ = fs::remove_dir_all(&dir);
 }
 
+/// kube-proxy-compatible `/healthz` of an agent started with [`Agent::start_in_cluster`] (loopback, off the
+/// default :10256 so a developer's own agent does not collide with the test's).
+pub const IN_CLUSTER_HEALTHZ: &str = "127.0.0.1:19966";
+
 /// What a DaemonSet pod of the agent gets from a cluster: the API server's address in KUBERNETES_SERVICE_HOST/PORT
 /// and a ServiceAccount directory (`token`, `ca.crt`).
 #[derive(Clone, Debug)]
@@ -151,7 +155,7 @@ impl Agent {
             "--metrics-addr",
             "127.0.0.1:19965",
             "--healthz-addr",
-            "127.0.0.1:19966",
+            IN_CLUSTER_HEALTHZ,
         ]
         .map(str::to_owned)
         .to_vec();
