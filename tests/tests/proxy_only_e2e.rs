@@ -20,13 +20,15 @@ use tests::{
         topology::{BACKENDS, BE1, NODE1},
         web,
     },
-    netns::{try_run, wait_for},
+    netns::{ip, try_run, wait_for},
 };
 
 const REQUESTS: usize = 30;
 /// Where deploy/rbac.yaml puts the agent's ServiceAccount.
 const AGENT_NS: &str = "kube-system";
 const AGENT_SA: &str = "skiff-agent";
+/// A second address of node1's uplink, known to the agent only as the Node object's ExternalIP.
+const NODE1_EXTERNAL_IP: &str = "10.99.0.21";
 /// The managed-by label of the test's own EndpointSlices (so no controller claims them).
 const SLICE_MANAGER: &str = "skiff-tests";
 
@@ -46,8 +48,8 @@ fn backends(without: Option<&str>) -> BTreeSet<&'static str> {
         .collect()
 }
 
-/// skiff-control with the agent's namespace, node1's Node object (its InternalIP is the NodePort address) and the
-/// selector-less `web` Service with an EndpointSlice of every backend.
+/// skiff-control with the agent's namespace, node1's Node object (its InternalIP and ExternalIP are its NodePort
+/// addresses) and the selector-less `web` Service with an EndpointSlice of every backend.
 fn cluster(lab: &Lab) -> Control {
     let control = Control::start(&lab.dir().join("cluster"));
     control.apply(&format!(
@@ -55,9 +57,11 @@ fn cluster(lab: &Lab) -> Control {
     ));
     control.apply(&format!(
         "apiVersion: v1\nkind: Node\nmetadata:\n  name: {node}\n  labels:\n    kubernetes.io/hostname: {node}\n\
-         status:\n  addresses:\n  - type: InternalIP\n    address: {ip}\n  - type: Hostname\n    address: {node}\n",
+         status:\n  addresses:\n  - type: InternalIP\n    address: {ip}\n  - type: ExternalIP\n    address: \
+         {ext}\n  - type: Hostname\n    address: {node}\n",
         node = NODE1.name,
-        ip = NODE1.ip
+        ip = NODE1.ip,
+        ext = NODE1_EXTERNAL_IP,
     ));
     let address = control
         .kubectl(&[
@@ -89,6 +93,16 @@ fn in_cluster(control: &Control, lab: &Lab, sa: &str) -> InCluster {
 fn least_privilege_agent_serves_clusterip_and_nodeport_and_follows_endpointslices() {
     let mut lab = Lab::start();
     lab.attach_xdp_pass();
+    // Inside the lab's node namespace (deleted with it).
+    ip(&[
+        "-n",
+        NODE1.name,
+        "addr",
+        "add",
+        &format!("{NODE1_EXTERNAL_IP}/24"),
+        "dev",
+        "eth0",
+    ]);
     let control = cluster(&lab);
     // Exactly the RBAC the DaemonSet's manifests grant: ServiceAccount, ClusterRole and ClusterRoleBinding.
     let rbac = std::fs::read_to_string(repo().join("deploy/rbac.yaml")).expect("reading deploy/rbac.yaml");
@@ -109,10 +123,13 @@ fn least_privilege_agent_serves_clusterip_and_nodeport_and_follows_endpointslice
     assert_eq!(health["nodeEligible"], true, "/healthz: {health}");
     let cluster_ip = format!("http://{WEB_IP}/");
     let node_port = format!("http://{}:{WEB_NODE_PORT}/", NODE1.ip);
+    // An address the agent learns only from the Node object.
+    let external_node_port = format!("http://{NODE1_EXTERNAL_IP}:{WEB_NODE_PORT}/");
     for (client, url) in [
         (TC_CLIENT, &cluster_ip),
         (SOCKET_CLIENT, &cluster_ip),
         (EXT_CLIENT, &node_port),
+        (EXT_CLIENT, &external_node_port),
     ] {
         let hits = client.http_spread(url, REQUESTS);
         assert_eq!(
