@@ -85,3 +85,22 @@ async fn compactor_bounds_history() {
     assert!(matches!(old, Err(Error::Compacted { .. })), "{old:?}");
     assert_eq!(store.get("/lease/a").await.unwrap().unwrap().value, vec![29]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_larger_than_grpcs_default_message_limit_succeeds() {
+    let etcd = Etcd::start().await;
+    let store = EtcdStore::connect(etcd.options("/skiff-ctl-big")).await.unwrap();
+    // 600 values of 10 KiB: about 6 MiB in one range response, over gRPC's 4 MiB default.
+    let value = vec![b'x'; 10 * 1024];
+    for i in 0..600 {
+        store
+            .create(&format!("/big/{i:04}"), value.clone())
+            .await
+            .unwrap();
+    }
+    let list = store
+        .list("/big/", control::store::ListOptions::default())
+        .await
+        .expect("a 6 MiB list");
+    assert_eq!(list.items.len(), 600);
+}

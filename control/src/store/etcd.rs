@@ -109,6 +109,9 @@ fn header_revision(resp: &TxnResponse) -> Revision {
     resp.header().map_or(0, |h| rev(h.revision()))
 }
 
+/// Largest etcd response accepted (range reads of whole namespaces).
+const MAX_RESPONSE_BYTES: usize = i32::MAX as usize;
+
 impl EtcdStore {
     /// Connects to etcd; fails when no endpoint answers within the connect timeout.
     pub async fn connect(options: EtcdOptions) -> Result<Self> {
@@ -310,7 +313,13 @@ impl Store for EtcdStore {
         if let Some(at) = opts.revision {
             get = get.with_revision(etcd_rev(at));
         }
-        let resp = match self.client.kv_client().get(start, Some(get)).await {
+        // A whole-namespace list easily exceeds gRPC's 4 MiB default (10k pods are ~10 MiB); etcd's own Go client
+        // and kube-apiserver accept responses up to 2 GiB.
+        let mut kv = self
+            .client
+            .kv_client()
+            .max_decoding_message_size(MAX_RESPONSE_BYTES);
+        let resp = match kv.get(start, Some(get)).await {
             Ok(resp) => resp,
             Err(e) if is_compacted(&e) => {
                 return Err(self.compacted_error(opts.revision.unwrap_or(0)).await);
