@@ -282,6 +282,20 @@ fn lab_nodes_run_pods_and_services() {
     lab.kubectl(&["delete", "pod", "near", "--wait=false"]).unwrap();
     lab.wait("near torn down", 30, || (!near_dir.exists()).then_some(()));
     assert!(curl(&lab, n1, "two", None, &format!("http://{near_ip}:8080/hostname")).is_none());
+    let events = lab
+        .kubectl(&[
+            "get",
+            "events.events.k8s.io",
+            "--field-selector",
+            "regarding.name=near",
+            "-o",
+            "jsonpath={range .items[*]}{.reason} {.reportingInstance} {.note}{\"\\n\"}{end}",
+        ])
+        .unwrap();
+    assert!(
+        events.contains(&format!("Killing {n1} Stopping container web")),
+        "the node's Killing event about near: {events}"
+    );
 
     // A Deployment behind a Service: replicas on both nodes, every one reached through the ClusterIP.
     lab.apply(&app(4));

@@ -2,7 +2,7 @@
 //! and the dataplane wired to the apiserver.
 //!
 //! Pure decisions: [`capacity`], [`node_status`], [`pod_status`], [`decide`]. I/O: [`heartbeat`], [`peers`],
-//! [`pod_manager`] and [`pod_worker`], [`logs_http`]; [`daemon`] wires them together.
+//! [`pod_manager`] and [`pod_worker`], [`pod_events`], [`logs_http`]; [`daemon`] wires them together.
 pub mod args;
 pub mod capacity;
 pub mod daemon;
@@ -11,6 +11,7 @@ pub mod heartbeat;
 pub mod logs_http;
 pub mod node_status;
 pub mod peers;
+pub mod pod_events;
 pub mod pod_manager;
 pub mod pod_status;
 pub mod pod_worker;

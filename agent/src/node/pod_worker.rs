@@ -258,6 +258,7 @@ pub async fn run(
         return;
     };
     tracing::info!(pod = %format!("{namespace}/{name}"), ?grace, "stopping the pod");
+    super::pod_events::killing(&ctx.client, &pod, &ctx.node_name).await;
     let (plan, sandbox, view) = handle.stop(grace).await;
     publish(&view, &mut published, &mut conditions).await;
     ctx.logs.remove(&namespace, &name, &uid);
