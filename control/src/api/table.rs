@@ -168,10 +168,11 @@ fn node_status(node: &Value) -> String {
     let ready = arr(node, "/status/conditions")
         .iter()
         .find(|c| s(c, "/type") == "Ready");
+    // As kube's printer: any Ready status other than True (False or Unknown) is NotReady; no condition is Unknown.
     let mut status = match ready.map(|c| s(c, "/status")) {
         Some("True") => "Ready".to_owned(),
-        Some("False") => "NotReady".to_owned(),
-        _ => "Unknown".to_owned(),
+        Some(_) => "NotReady".to_owned(),
+        None => "Unknown".to_owned(),
     };
     if node.pointer("/spec/unschedulable").and_then(Value::as_bool) == Some(true) {
         status.push_str(",SchedulingDisabled");
