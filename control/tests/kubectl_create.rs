@@ -112,6 +112,66 @@ async fn generator_subcommands_create_objects_from_protobuf() {
     assert_eq!(c["command"], serde_json::json!(["netexec"]), "{d}");
     assert_eq!(c["ports"][0]["containerPort"], 8080, "{d}");
 
+    // `kubectl create service`: ports named "<port>-<target>" (DNS labels), selector app=<name>, the type.
+    let out = ok(
+        home,
+        &[
+            "create",
+            "service",
+            "nodeport",
+            "web",
+            "--tcp=80:8080",
+            "--node-port=30555",
+        ],
+    )
+    .await;
+    assert_eq!(out.trim(), "service/web created");
+    let (_, svc) = common::call(&srv, "GET", "/api/v1/namespaces/default/services/web", None).await;
+    assert_eq!(svc["spec"]["type"], "NodePort", "{svc}");
+    assert_eq!(svc["spec"]["selector"]["app"], "web", "{svc}");
+    let port = &svc["spec"]["ports"][0];
+    assert_eq!(
+        (
+            &port["name"],
+            &port["port"],
+            &port["targetPort"],
+            &port["nodePort"]
+        ),
+        (
+            &serde_json::json!("80-8080"),
+            &serde_json::json!(80),
+            &serde_json::json!(8080),
+            &serde_json::json!(30555)
+        ),
+        "{svc}"
+    );
+    assert!(
+        svc["spec"]["clusterIP"]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with("10.96.")),
+        "{svc}"
+    );
+    let out = ok(
+        home,
+        &["create", "service", "clusterip", "headless", "--clusterip=None"],
+    )
+    .await;
+    assert_eq!(out.trim(), "service/headless created");
+    let out = ok(
+        home,
+        &[
+            "create",
+            "service",
+            "externalname",
+            "ext",
+            "--external-name=example.org",
+        ],
+    )
+    .await;
+    assert_eq!(out.trim(), "service/ext created");
+    let (_, ext) = common::call(&srv, "GET", "/api/v1/namespaces/default/services/ext", None).await;
+    assert_eq!(ext["spec"]["externalName"], "example.org", "{ext}");
+
     // Same name again: the protobuf path reports AlreadyExists like the JSON one.
     let again = kubectl(home, &["create", "namespace", "x"]);
     assert!(!again.status.success());

@@ -291,6 +291,76 @@ fn deployment(raw: &[u8], obj: &mut Map<String, Value>) -> Result<()> {
     Ok(())
 }
 
+/// IntOrString {type = 1 (0 int, 1 string), intVal = 2, strVal = 3}.
+fn int_or_string(bytes: &[u8]) -> Result<Value> {
+    let (mut is_string, mut int, mut string) = (false, 0i64, String::new());
+    for (n, f) in fields(bytes)? {
+        match (n, f) {
+            (1, Field::Varint(v)) => is_string = v == 1,
+            // int32 on the wire: a negative value arrives sign-extended to 64 bits.
+            (2, Field::Varint(v)) => int = i64::from(v as i32),
+            (3, Field::Bytes(b)) => string = text(b)?,
+            _ => {}
+        }
+    }
+    Ok(if is_string { string.into() } else { int.into() })
+}
+
+/// ServicePort {name = 1, protocol = 2, port = 3, targetPort = 4, nodePort = 5, appProtocol = 6}.
+fn service_port(bytes: &[u8]) -> Result<Value> {
+    let mut port = Map::new();
+    for (n, f) in fields(bytes)? {
+        match (n, f) {
+            (1, Field::Bytes(b)) if !b.is_empty() => drop(port.insert("name".into(), text(b)?.into())),
+            (2, Field::Bytes(b)) if !b.is_empty() => drop(port.insert("protocol".into(), text(b)?.into())),
+            (3, Field::Varint(v)) => drop(port.insert("port".into(), v.into())),
+            (4, Field::Bytes(b)) => drop(port.insert("targetPort".into(), int_or_string(b)?)),
+            (5, Field::Varint(v)) if v != 0 => drop(port.insert("nodePort".into(), v.into())),
+            (6, Field::Bytes(b)) => drop(port.insert("appProtocol".into(), text(b)?.into())),
+            _ => {}
+        }
+    }
+    Ok(Value::Object(port))
+}
+
+/// Service {metadata = 1, spec = 2 {ports = 1, selector = 2, clusterIP = 3, type = 4, externalIPs = 5,
+/// externalName = 10}}: what `kubectl create service clusterip|nodeport|loadbalancer|externalname` sends.
+fn service(raw: &[u8], obj: &mut Map<String, Value>) -> Result<()> {
+    for (n, f) in fields(raw)? {
+        match (n, f) {
+            (1, Field::Bytes(b)) => drop(obj.insert("metadata".into(), object_meta(b)?)),
+            (2, Field::Bytes(b)) => {
+                let mut spec = Map::new();
+                let (mut ports, mut selector, mut external_ips) = (Vec::new(), BTreeMap::new(), Vec::new());
+                for (n, f) in fields(b)? {
+                    let Field::Bytes(b) = f else { continue };
+                    match n {
+                        1 => ports.push(service_port(b)?),
+                        2 => string_map(&mut selector, b)?,
+                        3 if !b.is_empty() => drop(spec.insert("clusterIP".into(), text(b)?.into())),
+                        4 if !b.is_empty() => drop(spec.insert("type".into(), text(b)?.into())),
+                        5 => external_ips.push(Value::String(text(b)?)),
+                        10 if !b.is_empty() => drop(spec.insert("externalName".into(), text(b)?.into())),
+                        _ => {}
+                    }
+                }
+                if !ports.is_empty() {
+                    spec.insert("ports".into(), ports.into());
+                }
+                if !selector.is_empty() {
+                    spec.insert("selector".into(), json!(selector));
+                }
+                if !external_ips.is_empty() {
+                    spec.insert("externalIPs".into(), external_ips.into());
+                }
+                obj.insert("spec".into(), Value::Object(spec));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Decodes a protobuf request body (magic + `runtime.Unknown`) into the equivalent JSON object.
 pub fn to_json(body: &[u8]) -> Result<Value> {
     let envelope = body.strip_prefix(MAGIC).ok_or(Error::NoMagic)?;
@@ -318,6 +388,7 @@ pub fn to_json(body: &[u8]) -> Result<Value> {
         ("v1", "ConfigMap") => config_map(raw, &mut obj)?,
         ("v1", "Secret") => secret(raw, &mut obj)?,
         ("apps/v1", "Deployment") => deployment(raw, &mut obj)?,
+        ("v1", "Service") => service(raw, &mut obj)?,
         _ => {
             if !crate::auth::protobuf::decode(&api_version, &kind, raw, &mut obj)? {
                 return Err(Error::UnsupportedKind(format!("{api_version}/{kind}")));
@@ -375,6 +446,37 @@ mod tests {
                 "data": {"a": "b"}, "binaryData": {"bin": "AP8="}, "immutable": true
             })
         );
+    }
+
+    #[test]
+    fn service_with_ports_selector_and_type() {
+        let meta = bytes_field(1, b"s1");
+        let mut target = vec![tag(1, 0), 0, tag(2, 0)];
+        target.extend([0x90, 0x3f]); // 8080
+        let mut port = bytes_field(1, b"80-8080");
+        port.extend(bytes_field(2, b"TCP"));
+        port.extend([tag(3, 0), 80]);
+        port.extend(bytes_field(4, &target));
+        port.extend([tag(5, 0), 0xe2, 0xea, 0x01]); // 30050
+        let mut spec = bytes_field(1, &port);
+        spec.extend(map_entry(2, "app", b"s1"));
+        spec.extend(bytes_field(4, b"NodePort"));
+        let mut raw = bytes_field(1, &meta);
+        raw.extend(bytes_field(2, &spec));
+        raw.extend(bytes_field(3, b""));
+        assert_eq!(
+            to_json(&envelope("v1", "Service", &raw)).unwrap(),
+            json!({
+                "apiVersion": "v1", "kind": "Service", "metadata": {"name": "s1"},
+                "spec": {
+                    "ports": [{"name": "80-8080", "protocol": "TCP", "port": 80, "targetPort": 8080, "nodePort": 30050}],
+                    "selector": {"app": "s1"}, "type": "NodePort"
+                }
+            })
+        );
+        let mut named = vec![tag(1, 0), 1];
+        named.extend(bytes_field(3, b"http"));
+        assert_eq!(int_or_string(&named).unwrap(), json!("http"));
     }
 
     #[test]

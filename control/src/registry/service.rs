@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use serde_json::{Value, json};
 
 use super::alloc::{AllocError, IpAllocator, PortAllocator};
-use super::validation::{FieldError, port_name};
+use super::validation::{FieldError, dns1123_label, port_name};
 
 const TYPES: &[&str] = &["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"];
 const PROTOCOLS: &[&str] = &["TCP", "UDP", "SCTP"];
@@ -153,7 +153,8 @@ pub fn validate(svc: &Value, node_port_range: (u16, u16)) -> Vec<FieldError> {
                 errors.push(FieldError::required(at("name"), ""));
             }
         } else {
-            if let Some(why) = port_name(name) {
+            // A Service port's name is a DNS-1123 label (`80-8080` is fine); only targetPort names are IANA names.
+            if let Some(why) = dns1123_label(name) {
                 errors.push(FieldError::invalid(at("name"), format!("{name:?}"), why));
             }
             if !names.insert(name.to_owned()) {
