@@ -65,7 +65,11 @@ impl Caches {
         let replicasets = reflect(Api::all(client.clone()), changes.clone(), tasks);
         let deployments = reflect(Api::all(client.clone()), changes.clone(), tasks);
         let daemonsets = reflect(Api::all(client.clone()), changes.clone(), tasks);
-        let leases = reflect(Api::namespaced(client.clone(), "kube-node-lease"), changes.clone(), tasks);
+        let leases = reflect(
+            Api::namespaced(client.clone(), "kube-node-lease"),
+            changes.clone(),
+            tasks,
+        );
         // A store's readiness is awaited once here; every loop then waits on this flag.
         let (ready_tx, ready) = watch::channel(false);
         let stores = (
@@ -129,4 +133,15 @@ pub async fn next_change(rx: &mut watch::Receiver<u64>, debounce: Duration) -> b
     tokio::time::sleep(debounce).await;
     rx.borrow_and_update();
     true
+}
+
+/// Waits for a reconcile loop's next round: the next change, or at most `retry` when work is unfinished (failed
+/// writes, unmet expectations, timed decisions); false when the caches stopped.
+pub async fn next_round(rx: &mut watch::Receiver<u64>, debounce: Duration, retry: Option<Duration>) -> bool {
+    match retry {
+        Some(limit) => tokio::time::timeout(limit, next_change(rx, debounce))
+            .await
+            .unwrap_or(true),
+        None => next_change(rx, debounce).await,
+    }
 }

@@ -172,13 +172,12 @@ pub async fn run(client: Client, caches: Arc<Caches>, config: IpamConfig) {
     let mut reported_full: BTreeSet<String> = BTreeSet::new();
     loop {
         let failed = pass(&client, &caches, config, &mut pending, &mut reported_full).await;
-        let more = if failed || !pending.is_empty() {
-            tokio::time::timeout(RETRY, cache::next_change(&mut changes, DEBOUNCE))
-                .await
-                .unwrap_or(true)
-        } else {
-            cache::next_change(&mut changes, DEBOUNCE).await
-        };
+        let more = cache::next_round(
+            &mut changes,
+            DEBOUNCE,
+            (failed || !pending.is_empty()).then_some(RETRY),
+        )
+        .await;
         if !more {
             return;
         }

@@ -119,13 +119,7 @@ pub async fn run(client: Client, caches: Arc<Caches>) {
     let mut reported: HashMap<(String, String), String> = HashMap::new();
     loop {
         let failures = schedule_pass(&client, &caches, &mut assumed, &mut reported).await;
-        let more = if failures > 0 {
-            tokio::time::timeout(RETRY, cache::next_change(&mut changes, DEBOUNCE))
-                .await
-                .unwrap_or(true)
-        } else {
-            cache::next_change(&mut changes, DEBOUNCE).await
-        };
+        let more = cache::next_round(&mut changes, DEBOUNCE, (failures > 0).then_some(RETRY)).await;
         if !more {
             return;
         }

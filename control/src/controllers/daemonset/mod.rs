@@ -15,54 +15,24 @@ use serde_json::json;
 
 use super::cache::{self, Caches};
 use super::events;
+use super::expectations::PodExpectations;
 
 const DEBOUNCE: Duration = Duration::from_millis(10);
 const RETRY: Duration = Duration::from_secs(1);
-/// Writes the cache has not shown after this long are no longer waited for.
-const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Pods created or deleted that the cache does not show yet; the DaemonSet waits for them before the next
-/// decision so it never creates two pods for one node.
-#[derive(Default)]
-struct Expectations {
-    creates: HashSet<String>,
-    deletes: HashSet<String>,
-    since: Option<Instant>,
-}
-
-impl Expectations {
-    fn satisfied(&mut self, pods: &[&Pod]) -> bool {
-        let present: HashSet<&str> = pods.iter().filter_map(|p| p.metadata.name.as_deref()).collect();
-        self.creates.retain(|n| !present.contains(n.as_str()));
-        let live: HashSet<&str> = pods
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .filter_map(|p| p.metadata.name.as_deref())
-            .collect();
-        self.deletes.retain(|n| live.contains(n.as_str()));
-        let expired = self.since.is_some_and(|t| t.elapsed() > EXPECTATION_TIMEOUT);
-        (self.creates.is_empty() && self.deletes.is_empty()) || expired
-    }
-
-    fn pending(&self) -> bool {
-        !(self.creates.is_empty() && self.deletes.is_empty())
-    }
-}
 
 /// Runs until the caches stop.
 pub async fn run(client: Client, caches: Arc<Caches>) {
     let mut changes = caches.subscribe();
     caches.ready().await;
-    let mut expectations: HashMap<String, Expectations> = HashMap::new();
+    let mut expectations: HashMap<String, PodExpectations> = HashMap::new();
     loop {
         let again = reconcile_all(&client, &caches, &mut expectations).await;
-        let more = if again || !expectations.is_empty() {
-            tokio::time::timeout(RETRY, cache::next_change(&mut changes, DEBOUNCE))
-                .await
-                .unwrap_or(true)
-        } else {
-            cache::next_change(&mut changes, DEBOUNCE).await
-        };
+        let more = cache::next_round(
+            &mut changes,
+            DEBOUNCE,
+            (again || !expectations.is_empty()).then_some(RETRY),
+        )
+        .await;
         if !more {
             return;
         }
@@ -73,7 +43,7 @@ pub async fn run(client: Client, caches: Arc<Caches>) {
 async fn reconcile_all(
     client: &Client,
     caches: &Caches,
-    expectations: &mut HashMap<String, Expectations>,
+    expectations: &mut HashMap<String, PodExpectations>,
 ) -> bool {
     let pods = caches.pods.state();
     let nodes = caches.nodes.state();
@@ -101,7 +71,7 @@ async fn reconcile_all(
         }
         let expect = expectations.entry(uid.clone()).or_default();
         again |= reconcile(client, ds, &node_refs, &owned, expect).await;
-        if !expectations.get(&uid).is_some_and(Expectations::pending) {
+        if !expectations.get(&uid).is_some_and(PodExpectations::pending) {
             expectations.remove(&uid);
         }
     }
@@ -113,7 +83,7 @@ async fn reconcile(
     ds: &DaemonSet,
     nodes: &[&Node],
     owned: &[&Pod],
-    expect: &mut Expectations,
+    expect: &mut PodExpectations,
 ) -> bool {
     let ns = ds.namespace().unwrap_or_default();
     let name = ds.name_any();

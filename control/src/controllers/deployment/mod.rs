@@ -107,13 +107,12 @@ pub async fn run(client: Client, caches: Arc<Caches>) {
     let mut expectations: HashMap<String, Expectations> = HashMap::new();
     loop {
         let unsettled = reconcile_all(&client, &caches, &mut expectations).await;
-        let more = if unsettled || !expectations.is_empty() {
-            tokio::time::timeout(RETRY, cache::next_change(&mut changes, DEBOUNCE))
-                .await
-                .unwrap_or(true)
-        } else {
-            cache::next_change(&mut changes, DEBOUNCE).await
-        };
+        let more = cache::next_round(
+            &mut changes,
+            DEBOUNCE,
+            (unsettled || !expectations.is_empty()).then_some(RETRY),
+        )
+        .await;
         if !more {
             return;
         }

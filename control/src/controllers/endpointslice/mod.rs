@@ -25,15 +25,7 @@ pub async fn run(client: Client, caches: Arc<Caches>) {
     caches.ready().await;
     loop {
         let failures = reconcile_all(&client, &caches).await;
-        let wait = async {
-            if failures > 0 {
-                tokio::time::timeout(RETRY, cache::next_change(&mut changes, DEBOUNCE))
-                    .await
-                    .unwrap_or(true)
-            } else {
-                cache::next_change(&mut changes, DEBOUNCE).await
-            }
-        };
+        let wait = async { cache::next_round(&mut changes, DEBOUNCE, (failures > 0).then_some(RETRY)).await };
         if !wait.await {
             return;
         }

@@ -75,13 +75,7 @@ pub async fn run(client: Client, caches: Arc<Caches>) {
     caches.ready().await;
     loop {
         let failed = pass(&client, &caches).await;
-        let more = if failed {
-            tokio::time::timeout(RETRY, cache::next_change(&mut changes, DEBOUNCE))
-                .await
-                .unwrap_or(true)
-        } else {
-            cache::next_change(&mut changes, DEBOUNCE).await
-        };
+        let more = cache::next_round(&mut changes, DEBOUNCE, (failed).then_some(RETRY)).await;
         if !more {
             return;
         }

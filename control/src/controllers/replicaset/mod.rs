@@ -14,50 +14,24 @@ use serde_json::json;
 
 use super::cache::{self, Caches};
 use super::events;
+use super::expectations::PodExpectations;
 
 const DEBOUNCE: Duration = Duration::from_millis(10);
 const RETRY: Duration = Duration::from_secs(1);
-/// Writes the cache has not shown after this long are no longer waited for.
-const EXPECTATION_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Pods this controller created or deleted that the cache has not reflected yet (kube-controller-manager's
-/// "expectations"): until they show up, a ReplicaSet is not reconciled again, so it never overshoots.
-#[derive(Default)]
-struct Expectations {
-    creates: HashSet<String>,
-    deletes: HashSet<String>,
-    since: Option<Instant>,
-}
-
-impl Expectations {
-    fn satisfied(&mut self, pods: &[&Pod]) -> bool {
-        let present: HashSet<&str> = pods.iter().filter_map(|p| p.metadata.name.as_deref()).collect();
-        self.creates.retain(|n| !present.contains(n.as_str()));
-        let live: HashSet<&str> = pods
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .filter_map(|p| p.metadata.name.as_deref())
-            .collect();
-        self.deletes.retain(|n| live.contains(n.as_str()));
-        let expired = self.since.is_some_and(|t| t.elapsed() > EXPECTATION_TIMEOUT);
-        (self.creates.is_empty() && self.deletes.is_empty()) || expired
-    }
-}
 
 /// Runs until the caches stop.
 pub async fn run(client: Client, caches: Arc<Caches>) {
     let mut changes = caches.subscribe();
     caches.ready().await;
-    let mut expectations: HashMap<String, Expectations> = HashMap::new();
+    let mut expectations: HashMap<String, PodExpectations> = HashMap::new();
     loop {
         let failures = reconcile_all(&client, &caches, &mut expectations).await;
-        let more = if failures > 0 || !expectations.is_empty() {
-            tokio::time::timeout(RETRY, cache::next_change(&mut changes, DEBOUNCE))
-                .await
-                .unwrap_or(true)
-        } else {
-            cache::next_change(&mut changes, DEBOUNCE).await
-        };
+        let more = cache::next_round(
+            &mut changes,
+            DEBOUNCE,
+            (failures > 0 || !expectations.is_empty()).then_some(RETRY),
+        )
+        .await;
         if !more {
             return;
         }
@@ -67,7 +41,7 @@ pub async fn run(client: Client, caches: Arc<Caches>) {
 async fn reconcile_all(
     client: &Client,
     caches: &Caches,
-    expectations: &mut HashMap<String, Expectations>,
+    expectations: &mut HashMap<String, PodExpectations>,
 ) -> usize {
     let pods = caches.pods.state();
     let sets = caches.replicasets.state();
@@ -94,7 +68,7 @@ async fn reconcile_all(
     failures
 }
 
-async fn reconcile(client: &Client, rs: &ReplicaSet, pods: &[&Pod], expect: &mut Expectations) -> usize {
+async fn reconcile(client: &Client, rs: &ReplicaSet, pods: &[&Pod], expect: &mut PodExpectations) -> usize {
     let ns = rs.namespace().unwrap_or_default();
     let name = rs.name_any();
     let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
