@@ -403,7 +403,11 @@ async fn finalizers_delay_deletion() {
     body["metadata"]["finalizers"] = json!(["example.com/hold"]);
     call(&srv, "POST", CMS, Some(body)).await;
     let (code, marked) = call(&srv, "DELETE", &format!("{CMS}/f"), None).await;
-    assert_eq!(code, StatusCode::OK, "kube-apiserver answers 200 with the marked object");
+    assert_eq!(
+        code,
+        StatusCode::OK,
+        "kube-apiserver answers 200 with the marked object"
+    );
     assert!(marked["metadata"]["deletionTimestamp"].is_string());
     let merge = [("content-type", "application/merge-patch+json")];
     let (code, _) = call_with(
@@ -587,9 +591,8 @@ async fn state_and_allocations_survive_restart() {
         .await;
         web["spec"]["clusterIP"].as_str().unwrap().to_owned()
     };
-    tokio::time::sleep(Duration::from_millis(50)).await;
     let srv = common::TestServer {
-        server: control::server::start(config).await.unwrap(),
+        server: common::restart(config).await,
         dir,
     };
     let (code, web) = call(&srv, "GET", &format!("{svcs}/web"), None).await;

@@ -87,10 +87,8 @@ async fn pod_cidrs_are_distinct_kept_across_restart_and_freed() {
         drop(server);
         got
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
-
     // Restarted: the survivors keep their ranges, the freed one is reused, and nothing is handed out twice.
-    let server = control::server::start(config).await.unwrap();
+    let server = controllers_common::common::restart(config).await;
     let _ctl = controllers::start_for(&server, IPAM_ONLY).await.unwrap();
     let client = controllers::client(&server.url(), None).await.unwrap();
     let kept = cidrs(&client, &["n1", "n3"]).await;

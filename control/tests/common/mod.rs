@@ -39,6 +39,20 @@ pub async fn server_with(tune: impl FnOnce(&mut ServerConfig)) -> TestServer {
     TestServer { server, dir }
 }
 
+/// Starts a server again on the data directory of one that was just dropped. The dropped server's tasks release the
+/// store asynchronously (an open redb file refuses a second opener), so this retries for a few seconds.
+pub async fn restart(config: ServerConfig) -> Running {
+    let mut last = None;
+    for _ in 0..100 {
+        match start(config.clone()).await {
+            Ok(running) => return running,
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the server did not start again within 5 s: {last:?}")
+}
+
 /// One HTTP/1.1 request on a fresh connection.
 pub async fn send(
     srv: &TestServer,
