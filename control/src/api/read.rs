@@ -12,12 +12,15 @@ use super::router::{ApiState, Ctx, json_response};
 use super::selector::{FieldSelector, LabelSelector};
 use super::status::ApiError;
 use super::table;
+use crate::registry::kinds::Kind;
 use crate::store::{self, ListOptions};
 
 /// Label and field selectors of a request.
 pub struct Filter {
     label: LabelSelector,
     field: FieldSelector,
+    /// Set for a view kind: its field selectors also see the stored kind's fields (`involvedObject.*`).
+    view: Option<&'static Kind>,
 }
 
 impl Filter {
@@ -26,12 +29,32 @@ impl Filter {
             .map_err(|e| ApiError::bad_request(format!("unable to parse requirement: {e}")))?;
         let field = FieldSelector::parse(ctx.query.get("fieldSelector").unwrap_or(""), ctx.kind.plural)
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
-        Ok(Self { label, field })
+        let view = ctx.kind.is_view().then_some(ctx.kind);
+        Ok(Self { label, field, view })
     }
 
     pub fn matches(&self, object: &Value) -> bool {
-        self.label.matches(object) && self.field.matches(object)
+        if !self.label.matches(object) {
+            return false;
+        }
+        match self.view {
+            Some(kind) if self.field != FieldSelector::default() => {
+                self.field.matches(&with_stored_fields(kind, object))
+            }
+            _ => self.field.matches(object),
+        }
     }
+}
+
+/// A view object with the fields of its stored shape added (the view's own fields win).
+fn with_stored_fields(kind: &Kind, object: &Value) -> Value {
+    let mut both = kind.to_storage(object.clone());
+    if let (Value::Object(both), Value::Object(view)) = (&mut both, object) {
+        for (key, value) in view {
+            both.insert(key.clone(), value.clone());
+        }
+    }
+    both
 }
 
 /// GET of one object (or its status subresource, which reads the same).
@@ -43,7 +66,7 @@ pub async fn get(state: &Arc<ApiState>, ctx: &Ctx) -> Result<Response, ApiError>
         .await
         .map_err(|e| ApiError::from_store(e, ctx.kind, ctx.name()))?;
     let kv = kv.ok_or_else(|| ApiError::not_found(ctx.kind, ctx.name()))?;
-    let object = objects::from_kv(&kv)?;
+    let object = objects::from_kv_as(ctx.kind, &kv)?;
     if ctx.table {
         let rv = kv.mod_revision.to_string();
         return Ok(json_response(
@@ -115,7 +138,7 @@ pub async fn list_page(state: &Arc<ApiState>, ctx: &Ctx, filter: &Filter) -> Res
         let count = page.items.len();
         for (i, kv) in page.items.into_iter().enumerate() {
             cursor = Some(kv.key.clone());
-            let object = objects::from_kv(&kv)?;
+            let object = objects::from_kv_as(ctx.kind, &kv)?;
             if filter.matches(&object) {
                 items.push(object);
                 if limit != 0 && items.len() == limit {

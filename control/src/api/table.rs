@@ -200,9 +200,13 @@ fn node_roles(node: &Value) -> String {
     or_none(roles.join(","))
 }
 
-/// Columns and cells for one kind.
+/// Columns and cells for one kind (a view kind prints like the kind whose storage it shares).
 fn layout(kind: &Kind) -> (&'static [Column], Cells) {
-    match (kind.group, kind.plural) {
+    let resource = match &kind.storage {
+        Some(view) => (view.group, view.plural),
+        None => (kind.group, kind.plural),
+    };
+    match resource {
         ("", "pods") => (
             &[
                 ("Name", "string", 0),
@@ -571,7 +575,12 @@ pub fn render(
                     "metadata": o.get("metadata").cloned().unwrap_or_else(|| json!({})),
                 }),
             };
-            json!({"cells": cells(o), "object": object})
+            let cells = if kind.is_view() {
+                cells(&kind.to_storage(o.clone()))
+            } else {
+                cells(o)
+            };
+            json!({"cells": cells, "object": object})
         })
         .collect();
     let mut metadata = json!({"resourceVersion": resource_version});

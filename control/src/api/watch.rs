@@ -22,15 +22,19 @@ use crate::store::{self, Event, EventKind, ListOptions};
 const LINE_BUFFER: usize = 64;
 
 /// The watch event type and object to send for a store event, or `None` when the filter hides it.
-pub fn translate(event: &Event, filter: &Filter) -> Result<Option<(&'static str, Value)>, ApiError> {
-    let object = objects::from_store(&event.kv.value, event.revision)?;
+pub fn translate(
+    kind: &Kind,
+    event: &Event,
+    filter: &Filter,
+) -> Result<Option<(&'static str, Value)>, ApiError> {
+    let object = objects::from_store_as(kind, &event.kv.value, event.revision)?;
     let now = filter.matches(&object);
     let kind = match event.kind {
         EventKind::Created => now.then_some("ADDED"),
         EventKind::Deleted => now.then_some("DELETED"),
         EventKind::Updated => {
             let before = match &event.prev {
-                Some(prev) => filter.matches(&objects::from_kv(prev)?),
+                Some(prev) => filter.matches(&objects::from_kv_as(kind, prev)?),
                 None => false,
             };
             match (before, now) {
@@ -176,7 +180,7 @@ async fn run(
     interval: Duration,
 ) {
     for kv in initial {
-        let Ok(object) = objects::from_kv(&kv) else {
+        let Ok(object) = objects::from_kv_as(out.kind, &kv) else {
             continue;
         };
         if filter.matches(&object) && !out.send("ADDED", object).await {
@@ -219,7 +223,7 @@ async fn run(
                     }
                 };
                 last = event.revision;
-                match translate(&event, &filter) {
+                match translate(out.kind, &event, &filter) {
                     Ok(Some((kind, object))) => {
                         if !out.send(kind, object).await {
                             return;

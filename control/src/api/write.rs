@@ -142,8 +142,8 @@ pub(crate) async fn create_object(
         return Ok(respond(StatusCode::CREATED, &object, &warnings));
     }
     let key = kind.key(ctx.namespace(), &name);
-    match state.store.create(&key, objects::to_store(&object)).await {
-        Ok(kv) => Ok(respond(StatusCode::CREATED, &objects::from_kv(&kv)?, &warnings)),
+    match state.store.create(&key, objects::to_store_as(kind, &object)).await {
+        Ok(kv) => Ok(respond(StatusCode::CREATED, &objects::from_kv_as(kind, &kv)?, &warnings)),
         Err(e) => {
             state.registry.release(&claims);
             Err(ApiError::from_store(e, kind, &name))
@@ -205,7 +205,7 @@ pub async fn apply_update(
     mut new: Value,
 ) -> Result<Value, ApiError> {
     let kind = ctx.kind;
-    let old = objects::from_kv(old_kv)?;
+    let old = objects::from_kv_as(kind, old_kv)?;
     if let Some(rv) = requested_revision(&new)?
         && rv != old_kv.mod_revision
     {
@@ -239,16 +239,16 @@ pub async fn apply_update(
             .await
             .map_err(|e| ApiError::from_store(e, kind, ctx.name()))?;
         state.registry.deleted(kind, &old);
-        return objects::from_store(&objects::to_store(&new), event.revision);
+        return objects::from_store_as(kind, &objects::to_store_as(kind, &new), event.revision);
     }
     match state
         .store
-        .update(&old_kv.key, objects::to_store(&new), Some(old_kv.mod_revision))
+        .update(&old_kv.key, objects::to_store_as(kind, &new), Some(old_kv.mod_revision))
         .await
     {
         Ok(kv) => {
             state.registry.updated(kind, &old, &new);
-            objects::from_kv(&kv)
+            objects::from_kv_as(kind, &kv)
         }
         Err(e) => {
             state.registry.release(&claims);
@@ -312,7 +312,7 @@ pub async fn patch(state: &Arc<ApiState>, ctx: &Ctx, body: &[u8]) -> Result<Resp
         let Some(old_kv) = load(state, ctx).await? else {
             return Err(ApiError::not_found(ctx.kind, ctx.name()));
         };
-        let mut doc = objects::from_kv(&old_kv)?;
+        let mut doc = objects::from_kv_as(ctx.kind, &old_kv)?;
         apply_patch(&ctx.content_type, &mut doc, &patch)?;
         let pinned = requested_revision(&doc)?
             .filter(|rv| *rv != old_kv.mod_revision)
@@ -381,7 +381,7 @@ pub async fn delete_stored(
     kv: &KeyValue,
     options: &DeleteOptions,
 ) -> Result<(Value, bool), ApiError> {
-    let object = objects::from_kv(kv)?;
+    let object = objects::from_kv_as(kind, kv)?;
     let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
     let is_pod = kind.plural == "pods" && kind.group.is_empty();
     match deletion::decide(&object, is_pod, options, meta::unix_now()) {
@@ -390,10 +390,10 @@ pub async fn delete_stored(
         Outcome::Mark(marked) => {
             let kv = state
                 .store
-                .update(&kv.key, objects::to_store(&marked), Some(kv.mod_revision))
+                .update(&kv.key, objects::to_store_as(kind, &marked), Some(kv.mod_revision))
                 .await
                 .map_err(|e| ApiError::from_store(e, kind, name))?;
-            Ok((objects::from_kv(&kv)?, false))
+            Ok((objects::from_kv_as(kind, &kv)?, false))
         }
         Outcome::Remove => {
             let event = state
@@ -402,7 +402,7 @@ pub async fn delete_stored(
                 .await
                 .map_err(|e| ApiError::from_store(e, kind, name))?;
             state.registry.deleted(kind, &object);
-            Ok((objects::from_store(&event.kv.value, event.revision)?, true))
+            Ok((objects::from_store_as(kind, &event.kv.value, event.revision)?, true))
         }
     }
 }
@@ -414,7 +414,7 @@ pub async fn delete(state: &Arc<ApiState>, ctx: &Ctx, body: &[u8]) -> Result<Res
         let old_kv = load(state, ctx)
             .await?
             .ok_or_else(|| ApiError::not_found(ctx.kind, ctx.name()))?;
-        let old = objects::from_kv(&old_kv)?;
+        let old = objects::from_kv_as(ctx.kind, &old_kv)?;
         check_preconditions(ctx, &options, &old_kv, &old)?;
         if ctx.kind.plural == "namespaces" && ctx.kind.group.is_empty() {
             if options.dry_run {

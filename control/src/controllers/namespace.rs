@@ -26,7 +26,8 @@ async fn sweep(state: &ApiState, namespace: &str) -> Result<usize, crate::store:
         ..DeleteOptions::default()
     };
     let mut remaining = 0;
-    for kind in KINDS.iter().filter(|k| k.namespaced) {
+    // A view kind shares its storage with another kind, which deletes those objects once.
+    for kind in KINDS.iter().filter(|k| k.namespaced && !k.is_view()) {
         let list = state
             .store
             .list(&kind.list_prefix(Some(namespace)), ListOptions::default())

@@ -4,6 +4,8 @@ use k8s_openapi::api::{apps, authentication, authorization, coordination, core, 
 use k8s_openapi::schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde_json::Value;
 
+use super::event_conversion;
+
 /// Decodes a JSON object into the kind's k8s-openapi type and encodes it back (prunes unknown fields).
 pub type Normalize = fn(Value) -> Result<Value, serde_json::Error>;
 
@@ -28,6 +30,21 @@ pub struct Kind {
     pub schema: SchemaFn,
     /// The schema's definition name (`io.k8s.api.core.v1.Pod`).
     pub schema_name: fn() -> std::borrow::Cow<'static, str>,
+    /// Set when this kind is a view of another kind's storage (events.k8s.io Events are core Events).
+    pub storage: Option<StorageView>,
+}
+
+/// Where a view kind's objects live and how they are converted at the API boundary.
+#[derive(Debug, Clone, Copy)]
+pub struct StorageView {
+    /// Group of the kind that owns the storage; empty for core.
+    pub group: &'static str,
+    /// Plural of the kind that owns the storage.
+    pub plural: &'static str,
+    /// Stored object -> the view's shape.
+    pub to_view: fn(Value) -> Value,
+    /// The view's shape -> the stored object.
+    pub to_storage: fn(Value) -> Value,
 }
 
 impl Kind {
@@ -40,10 +57,35 @@ impl Kind {
         }
     }
 
-    /// The store key prefix of all objects of this kind.
+    /// The store key prefix of all objects of this kind (a view shares the prefix of the kind it views).
     pub fn key_prefix(&self) -> String {
-        let group = if self.group.is_empty() { "core" } else { self.group };
-        format!("/{group}/{}/", self.plural)
+        let (group, plural) = match &self.storage {
+            Some(view) => (view.group, view.plural),
+            None => (self.group, self.plural),
+        };
+        let group = if group.is_empty() { "core" } else { group };
+        format!("/{group}/{plural}/")
+    }
+
+    /// Whether this kind is a view of another kind's storage (skipped by storage sweeps).
+    pub fn is_view(&self) -> bool {
+        self.storage.is_some()
+    }
+
+    /// A stored object in this kind's shape.
+    pub fn to_view(&self, stored: Value) -> Value {
+        match &self.storage {
+            Some(view) => (view.to_view)(stored),
+            None => stored,
+        }
+    }
+
+    /// An object of this kind in its stored shape.
+    pub fn to_storage(&self, object: Value) -> Value {
+        match &self.storage {
+            Some(view) => (view.to_storage)(object),
+            None => object,
+        }
     }
 
     /// The store key prefix for one namespace, or for everything when `namespace` is `None`.
@@ -101,6 +143,7 @@ macro_rules! kind {
             normalize: roundtrip::<$ty>,
             schema: |generator| generator.subschema_for::<$ty>(),
             schema_name: <$ty as JsonSchema>::schema_name,
+            storage: None,
         }
     };
 }
@@ -135,8 +178,17 @@ pub static KINDS: &[Kind] = &[
         "endpointslice", true, short: &[], cat: &[], verbs: ALL_VERBS, sub: &[]),
     kind!("coordination.k8s.io", "v1", coordination::v1::Lease, "Lease", "leases", "lease", true,
         short: &[], cat: &[], verbs: ALL_VERBS, sub: &[]),
-    kind!("events.k8s.io", "v1", events::v1::Event, "Event", "events", "event", true,
-        short: &["ev"], cat: &[], verbs: ALL_VERBS, sub: &[]),
+    // A view of the core Events, as in kube-apiserver: one storage, converted field by field.
+    Kind {
+        storage: Some(StorageView {
+            group: "",
+            plural: "events",
+            to_view: event_conversion::to_events,
+            to_storage: event_conversion::to_core,
+        }),
+        ..kind!("events.k8s.io", "v1", events::v1::Event, "Event", "events", "event", true,
+            short: &["ev"], cat: &[], verbs: ALL_VERBS, sub: &[])
+    },
     kind!("rbac.authorization.k8s.io", "v1", rbac::v1::ClusterRole, "ClusterRole", "clusterroles",
         "clusterrole", false, short: &[], cat: &[], verbs: ALL_VERBS, sub: &[]),
     kind!("rbac.authorization.k8s.io", "v1", rbac::v1::ClusterRoleBinding, "ClusterRoleBinding",
@@ -193,6 +245,19 @@ mod tests {
             "apps/v1"
         );
         assert!(find("apps", "v1", "pods").is_none());
+    }
+
+    #[test]
+    fn event_views_share_the_core_storage() {
+        let core = find("", "v1", "events").unwrap();
+        let view = find("events.k8s.io", "v1", "events").unwrap();
+        assert!(view.is_view() && !core.is_view());
+        assert_eq!(view.key(Some("d"), "e1"), core.key(Some("d"), "e1"));
+        assert_eq!(view.list_prefix(None), "/core/events/");
+        let stored = view.to_storage(serde_json::json!({"regarding": {"name": "p"}, "note": "m"}));
+        assert_eq!(stored["involvedObject"]["name"], "p");
+        assert_eq!(view.to_view(stored.clone())["note"], "m");
+        assert_eq!(core.to_view(stored.clone()), stored);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod alloc;
 pub mod defaults;
+pub mod event_conversion;
 pub mod kinds;
 pub mod meta;
 pub mod service;

@@ -43,7 +43,7 @@ pub async fn apply(state: &Arc<ApiState>, ctx: &Ctx, body: &[u8]) -> Result<Resp
                 result => return result.map(|r| with_warnings(r, &warnings)),
             }
         };
-        let live = objects::from_kv(&live_kv)?;
+        let live = objects::from_kv_as(ctx.kind, &live_kv)?;
         let stored = Managers::decode(&live).unwrap_or_default();
         let mut managers = stored.clone();
         let now = meta::now();

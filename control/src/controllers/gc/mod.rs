@@ -43,7 +43,9 @@ struct Watched {
 }
 
 fn collectable(kind: &Kind) -> bool {
-    ["list", "watch", "delete"].iter().all(|v| kind.verbs.contains(v)) && kind.kind != "Event"
+    ["list", "watch", "delete"].iter().all(|v| kind.verbs.contains(v))
+        && kind.kind != "Event"
+        && !kind.is_view()
 }
 
 fn resource(kind: &Kind) -> ApiResource {
