@@ -174,7 +174,9 @@ async fn main() -> anyhow::Result<()> {
         node_timings: control::controllers::nodelifecycle::Timings {
             grace: args.node_monitor_grace_period,
             not_ready_toleration: std::time::Duration::from_secs(args.default_not_ready_toleration_seconds),
-            unreachable_toleration: std::time::Duration::from_secs(args.default_unreachable_toleration_seconds),
+            unreachable_toleration: std::time::Duration::from_secs(
+                args.default_unreachable_toleration_seconds,
+            ),
         },
         ..control::controllers::ControllerOptions::default()
     };

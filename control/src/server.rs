@@ -17,8 +17,8 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
 use crate::api::router::{ApiOptions, ApiState, router};
-use crate::auth::pki::{self, Pki};
 use crate::auth::authn::ServiceAccountTokens;
+use crate::auth::pki::{self, Pki};
 use crate::auth::rbac::RbacAuthorizer;
 use crate::auth::serviceaccounts::{self, ServiceAccountIndex};
 use crate::auth::tokens::{TokenError, TokenIssuer};

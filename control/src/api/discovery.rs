@@ -175,7 +175,12 @@ fn subresource(kind: &Kind, sub: &str) -> Value {
             &["get", "patch", "update"],
         ),
         "binding" => ("Binding", None, None, &["create"]),
-        "token" => ("TokenRequest", Some("authentication.k8s.io"), Some("v1"), &["create"]),
+        "token" => (
+            "TokenRequest",
+            Some("authentication.k8s.io"),
+            Some("v1"),
+            &["create"],
+        ),
         "log" => ("Pod", None, None, &["get"]),
         "finalize" => (kind.kind, None, None, &["update"]),
         _ => (kind.kind, None, None, &["get", "patch", "update"]),

@@ -321,7 +321,10 @@ mod tests {
         let back = from_store_as(view, &bytes, 4).unwrap();
         assert_eq!(back["note"], "hi");
         assert_eq!(back["metadata"]["resourceVersion"], "4");
-        assert_eq!(from_store_as(core, &bytes, 4).unwrap()["involvedObject"]["name"], "p");
+        assert_eq!(
+            from_store_as(core, &bytes, 4).unwrap()["involvedObject"]["name"],
+            "p"
+        );
     }
 
     #[test]

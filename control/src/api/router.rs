@@ -14,10 +14,11 @@ use super::path::{self, ResourcePath, Route};
 use super::query::{Query, wants_table};
 use super::status::ApiError;
 use super::{discovery, objects, pods, protobuf, read, scale, watch, write};
-use crate::auth::{
-    Attributes, Authenticator, Authorizer, PeerUser, UserInfo, attributes, impersonate, noderestriction, reviews,
-};
 use crate::auth::rbac::escalation;
+use crate::auth::{
+    Attributes, Authenticator, Authorizer, PeerUser, UserInfo, attributes, impersonate, noderestriction,
+    reviews,
+};
 use crate::registry::Registry;
 use crate::registry::kinds::{self, Kind};
 use crate::store::Store;
@@ -150,8 +151,14 @@ fn check_access(state: &ApiState, parts: &axum::http::request::Parts) -> Result<
 
 /// 403 for an RBAC write that would grant more than the writer holds.
 fn escalation_error(kind: &Kind, object: &Value, why: &str) -> ApiError {
-    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-    ApiError::forbidden(format!("{}.{} {name:?} is forbidden: {why}", kind.plural, kind.group))
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    ApiError::forbidden(format!(
+        "{}.{} {name:?} is forbidden: {why}",
+        kind.plural, kind.group
+    ))
 }
 
 /// A create or update body as JSON: JSON as is, Kubernetes protobuf converted (kubectl's generators send it).
@@ -235,7 +242,14 @@ async fn route(
             }
             (&Method::PATCH, true) => {
                 let (verb, plural) = if kind.plural.ends_with("bindings") {
-                    ("bind", if kind.plural == "rolebindings" { "roles" } else { "clusterroles" })
+                    (
+                        "bind",
+                        if kind.plural == "rolebindings" {
+                            "roles"
+                        } else {
+                            "clusterroles"
+                        },
+                    )
                 } else {
                     ("escalate", kind.plural)
                 };

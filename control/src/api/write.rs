@@ -142,8 +142,16 @@ pub(crate) async fn create_object(
         return Ok(respond(StatusCode::CREATED, &object, &warnings));
     }
     let key = kind.key(ctx.namespace(), &name);
-    match state.store.create(&key, objects::to_store_as(kind, &object)).await {
-        Ok(kv) => Ok(respond(StatusCode::CREATED, &objects::from_kv_as(kind, &kv)?, &warnings)),
+    match state
+        .store
+        .create(&key, objects::to_store_as(kind, &object))
+        .await
+    {
+        Ok(kv) => Ok(respond(
+            StatusCode::CREATED,
+            &objects::from_kv_as(kind, &kv)?,
+            &warnings,
+        )),
         Err(e) => {
             state.registry.release(&claims);
             Err(ApiError::from_store(e, kind, &name))
@@ -243,7 +251,11 @@ pub async fn apply_update(
     }
     match state
         .store
-        .update(&old_kv.key, objects::to_store_as(kind, &new), Some(old_kv.mod_revision))
+        .update(
+            &old_kv.key,
+            objects::to_store_as(kind, &new),
+            Some(old_kv.mod_revision),
+        )
         .await
     {
         Ok(kv) => {
@@ -358,9 +370,17 @@ fn precondition_failed(ctx: &Ctx, what: &str, wanted: &str, actual: &str) -> Api
     e
 }
 
-fn check_preconditions(ctx: &Ctx, options: &DeleteOptions, kv: &KeyValue, object: &Value) -> Result<(), ApiError> {
+fn check_preconditions(
+    ctx: &Ctx,
+    options: &DeleteOptions,
+    kv: &KeyValue,
+    object: &Value,
+) -> Result<(), ApiError> {
     if let Some(uid) = &options.precondition_uid {
-        let actual = object.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
+        let actual = object
+            .pointer("/metadata/uid")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if uid != actual {
             return Err(precondition_failed(ctx, "UID", uid, actual));
         }
@@ -368,7 +388,12 @@ fn check_preconditions(ctx: &Ctx, options: &DeleteOptions, kv: &KeyValue, object
     if let Some(rv) = &options.precondition_resource_version
         && *rv != kv.mod_revision.to_string()
     {
-        return Err(precondition_failed(ctx, "ResourceVersion", rv, &kv.mod_revision.to_string()));
+        return Err(precondition_failed(
+            ctx,
+            "ResourceVersion",
+            rv,
+            &kv.mod_revision.to_string(),
+        ));
     }
     Ok(())
 }
@@ -382,7 +407,10 @@ pub async fn delete_stored(
     options: &DeleteOptions,
 ) -> Result<(Value, bool), ApiError> {
     let object = objects::from_kv_as(kind, kv)?;
-    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let is_pod = kind.plural == "pods" && kind.group.is_empty();
     match deletion::decide(&object, is_pod, options, meta::unix_now()) {
         _ if options.dry_run => Ok((object, false)),
@@ -390,7 +418,11 @@ pub async fn delete_stored(
         Outcome::Mark(marked) => {
             let kv = state
                 .store
-                .update(&kv.key, objects::to_store_as(kind, &marked), Some(kv.mod_revision))
+                .update(
+                    &kv.key,
+                    objects::to_store_as(kind, &marked),
+                    Some(kv.mod_revision),
+                )
                 .await
                 .map_err(|e| ApiError::from_store(e, kind, name))?;
             Ok((objects::from_kv_as(kind, &kv)?, false))
@@ -402,7 +434,10 @@ pub async fn delete_stored(
                 .await
                 .map_err(|e| ApiError::from_store(e, kind, name))?;
             state.registry.deleted(kind, &object);
-            Ok((objects::from_store_as(kind, &event.kv.value, event.revision)?, true))
+            Ok((
+                objects::from_store_as(kind, &event.kv.value, event.revision)?,
+                true,
+            ))
         }
     }
 }

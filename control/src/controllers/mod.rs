@@ -188,7 +188,11 @@ pub fn spawn(client: Client, options: ControllerOptions) -> Controllers {
         tasks.spawn(daemonset::run(client.clone(), Arc::clone(&caches)));
     }
     if options.nodelifecycle {
-        tasks.spawn(nodelifecycle::run(client.clone(), Arc::clone(&caches), options.node_timings));
+        tasks.spawn(nodelifecycle::run(
+            client.clone(),
+            Arc::clone(&caches),
+            options.node_timings,
+        ));
     }
     if options.nodeipam {
         tasks.spawn(nodeipam::run(client.clone(), Arc::clone(&caches), options.ipam));

@@ -77,7 +77,11 @@ impl Registry {
         defaults::apply(kind, object);
         if kind.group == "rbac.authorization.k8s.io" {
             let errors = validation::rbac(kind.plural, object, None);
-            return if errors.is_empty() { Ok(Claims::default()) } else { Err(errors) };
+            return if errors.is_empty() {
+                Ok(Claims::default())
+            } else {
+                Err(errors)
+            };
         }
         if kind.plural == "services" && kind.group.is_empty() {
             service::default(object);
@@ -95,7 +99,11 @@ impl Registry {
         defaults::apply(kind, new);
         if kind.group == "rbac.authorization.k8s.io" {
             let errors = validation::rbac(kind.plural, new, Some(old));
-            return if errors.is_empty() { Ok(Claims::default()) } else { Err(errors) };
+            return if errors.is_empty() {
+                Ok(Claims::default())
+            } else {
+                Err(errors)
+            };
         }
         if kind.plural == "services" && kind.group.is_empty() {
             service::default(new);
