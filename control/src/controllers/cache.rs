@@ -135,13 +135,34 @@ pub async fn next_change(rx: &mut watch::Receiver<u64>, debounce: Duration) -> b
     true
 }
 
-/// Waits for a reconcile loop's next round: the next change, or at most `retry` when work is unfinished (failed
-/// writes, unmet expectations, timed decisions); false when the caches stopped.
-pub async fn next_round(rx: &mut watch::Receiver<u64>, debounce: Duration, retry: Option<Duration>) -> bool {
-    match retry {
-        Some(limit) => tokio::time::timeout(limit, next_change(rx, debounce))
-            .await
-            .unwrap_or(true),
-        None => next_change(rx, debounce).await,
+/// The rounds of a controller's reconcile loop: the first once the caches hold their initial lists, each next one
+/// after a (debounced) change, or after `retry` when the last pass left work unfinished (failed writes, unmet
+/// expectations, timed decisions).
+pub struct Rounds {
+    changes: watch::Receiver<u64>,
+    debounce: Duration,
+    retry: Duration,
+}
+
+impl Rounds {
+    /// Waits until the caches are ready.
+    pub async fn start(caches: &Caches, debounce: Duration, retry: Duration) -> Self {
+        let changes = caches.subscribe();
+        caches.ready().await;
+        Self {
+            changes,
+            debounce,
+            retry,
+        }
+    }
+
+    /// Waits for the next round; false when the caches stopped.
+    pub async fn next(&mut self, unfinished: bool) -> bool {
+        let change = next_change(&mut self.changes, self.debounce);
+        if unfinished {
+            tokio::time::timeout(self.retry, change).await.unwrap_or(true)
+        } else {
+            change.await
+        }
     }
 }

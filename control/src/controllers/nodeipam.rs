@@ -166,19 +166,13 @@ pub async fn run(client: Client, caches: Arc<Caches>, config: IpamConfig) {
         tracing::error!(error = %e, "node IPAM is off");
         return;
     }
-    let mut changes = caches.subscribe();
-    caches.ready().await;
     let mut pending: HashMap<String, String> = HashMap::new();
     let mut reported_full: BTreeSet<String> = BTreeSet::new();
+    let mut rounds = cache::Rounds::start(&caches, DEBOUNCE, RETRY).await;
     loop {
-        let failed = pass(&client, &caches, config, &mut pending, &mut reported_full).await;
-        let more = cache::next_round(
-            &mut changes,
-            DEBOUNCE,
-            (failed || !pending.is_empty()).then_some(RETRY),
-        )
-        .await;
-        if !more {
+        let unfinished =
+            pass(&client, &caches, config, &mut pending, &mut reported_full).await || !pending.is_empty();
+        if !rounds.next(unfinished).await {
             return;
         }
     }

@@ -111,16 +111,14 @@ pub fn choose(pod: &Pod, nodes: &[&Node], states: &HashMap<String, NodeState>) -
 
 /// Runs until the caches stop.
 pub async fn run(client: Client, caches: Arc<Caches>) {
-    let mut changes = caches.subscribe();
-    caches.ready().await;
     // Pods bound in an earlier pass that the cache has not shown bound yet: key -> node.
     let mut assumed: HashMap<(String, String), String> = HashMap::new();
     // Last FailedScheduling message per pod, so an unchanged cluster does not repeat it.
     let mut reported: HashMap<(String, String), String> = HashMap::new();
+    let mut rounds = cache::Rounds::start(&caches, DEBOUNCE, RETRY).await;
     loop {
-        let failures = schedule_pass(&client, &caches, &mut assumed, &mut reported).await;
-        let more = cache::next_round(&mut changes, DEBOUNCE, (failures > 0).then_some(RETRY)).await;
-        if !more {
+        let unfinished = schedule_pass(&client, &caches, &mut assumed, &mut reported).await > 0;
+        if !rounds.next(unfinished).await {
             return;
         }
     }

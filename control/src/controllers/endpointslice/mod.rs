@@ -21,12 +21,10 @@ const RETRY: Duration = Duration::from_secs(1);
 
 /// Runs the controller until the caches stop.
 pub async fn run(client: Client, caches: Arc<Caches>) {
-    let mut changes = caches.subscribe();
-    caches.ready().await;
+    let mut rounds = cache::Rounds::start(&caches, DEBOUNCE, RETRY).await;
     loop {
-        let failures = reconcile_all(&client, &caches).await;
-        let wait = async { cache::next_round(&mut changes, DEBOUNCE, (failures > 0).then_some(RETRY)).await };
-        if !wait.await {
+        let unfinished = reconcile_all(&client, &caches).await > 0;
+        if !rounds.next(unfinished).await {
             return;
         }
     }

@@ -71,12 +71,10 @@ pub fn select(nodes: &[&Node], pods: &[&Pod]) -> Vec<(String, String, Reason)> {
 
 /// Runs until the caches stop.
 pub async fn run(client: Client, caches: Arc<Caches>) {
-    let mut changes = caches.subscribe();
-    caches.ready().await;
+    let mut rounds = cache::Rounds::start(&caches, DEBOUNCE, RETRY).await;
     loop {
-        let failed = pass(&client, &caches).await;
-        let more = cache::next_round(&mut changes, DEBOUNCE, (failed).then_some(RETRY)).await;
-        if !more {
+        let unfinished = pass(&client, &caches).await;
+        if !rounds.next(unfinished).await {
             return;
         }
     }

@@ -21,18 +21,12 @@ const RETRY: Duration = Duration::from_secs(1);
 
 /// Runs until the caches stop.
 pub async fn run(client: Client, caches: Arc<Caches>) {
-    let mut changes = caches.subscribe();
-    caches.ready().await;
     let mut expectations: HashMap<String, PodExpectations> = HashMap::new();
+    let mut rounds = cache::Rounds::start(&caches, DEBOUNCE, RETRY).await;
     loop {
-        let failures = reconcile_all(&client, &caches, &mut expectations).await;
-        let more = cache::next_round(
-            &mut changes,
-            DEBOUNCE,
-            (failures > 0 || !expectations.is_empty()).then_some(RETRY),
-        )
-        .await;
-        if !more {
+        let unfinished =
+            reconcile_all(&client, &caches, &mut expectations).await > 0 || !expectations.is_empty();
+        if !rounds.next(unfinished).await {
             return;
         }
     }
