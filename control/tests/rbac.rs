@@ -4,100 +4,9 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use control::auth::pki;
-use control::server::{Running, Security, ServerConfig, start};
-
-struct Cluster {
-    srv: Running,
-    dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    async fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("skiff-ctl-rbac-")
-            .tempdir()
-            .unwrap();
-        let mut config = ServerConfig::for_tests(dir.path().to_path_buf());
-        config.security = Security::Tls { hosts: vec![] };
-        let srv = start(config).await.expect("TLS server starts");
-        Self { srv, dir }
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    fn admin(&self) -> PathBuf {
-        self.write(
-            "admin.kubeconfig",
-            &self.srv.pki.as_ref().unwrap().kubeconfig(&self.srv.url()),
-        )
-    }
-
-    /// A kubeconfig with a client certificate for `user` in `groups`.
-    fn user(&self, user: &str, groups: &[&str]) -> PathBuf {
-        let (cert, key) = pki::issue_client_certificate(&self.dir.path().join("pki"), user, groups).unwrap();
-        let text = self
-            .srv
-            .pki
-            .as_ref()
-            .unwrap()
-            .certificate_kubeconfig(&self.srv.url(), user, &cert, &key);
-        self.write(&format!("{}.kubeconfig", user.replace(':', "_")), &text)
-    }
-
-    async fn kubectl(&self, config: &Path, args: &[&str]) -> Output {
-        let mut cmd = Command::new(common::kubectl::kubectl());
-        cmd.args(["--request-timeout=10s", "--kubeconfig"])
-            .arg(config)
-            .args(args)
-            .env("HOME", self.dir.path());
-        tokio::task::spawn_blocking(move || cmd.output().expect("run kubectl"))
-            .await
-            .unwrap()
-    }
-
-    async fn ok(&self, config: &Path, args: &[&str]) -> String {
-        let out = self.kubectl(config, args).await;
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Runs kubectl until it succeeds (policy changes reach the authorizer through a watch), at most 10 s.
-    async fn eventually_ok(&self, config: &Path, args: &[&str]) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let out = self.kubectl(config, args).await;
-            if out.status.success() {
-                return String::from_utf8(out.stdout).unwrap();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "kubectl {args:?} kept failing: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn fails(&self, config: &Path, args: &[&str]) -> String {
-        let out = self.kubectl(config, args).await;
-        assert!(!out.status.success(), "kubectl {args:?} unexpectedly succeeded");
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout)
-    }
-}
+type Cluster = common::tls_cluster::TlsCluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_roles_exist_and_admin_is_cluster_admin() {
@@ -291,17 +200,10 @@ async fn can_i_with_and_without_impersonation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn always_allow_mode_lets_every_authenticated_user_in() {
-    let dir = tempfile::Builder::new()
-        .prefix("skiff-ctl-rbac-")
-        .tempdir()
-        .unwrap();
-    let mut config = ServerConfig::for_tests(dir.path().to_path_buf());
-    config.security = Security::Tls { hosts: vec![] };
-    config.authorization = control::server::AuthorizationMode::AlwaysAllow;
-    let c = Cluster {
-        srv: start(config).await.unwrap(),
-        dir,
-    };
+    let c = Cluster::start_with(|config| {
+        config.authorization = control::server::AuthorizationMode::AlwaysAllow;
+    })
+    .await;
     let nobody = c.user("nobody", &[]);
     c.ok(&nobody, &["create", "configmap", "c", "--from-literal=a=b"])
         .await;

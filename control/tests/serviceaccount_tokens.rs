@@ -4,102 +4,22 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use control::auth::tokens::{TokenIssuer, TokenSpec};
-use control::server::{Running, Security, ServerConfig, start};
 use serde_json::{Value, json};
 
-struct Cluster {
-    srv: Running,
-    dir: tempfile::TempDir,
-}
+type Cluster = common::tls_cluster::TlsCluster;
 
-impl Cluster {
-    async fn start() -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("skiff-ctl-satoken-")
-            .tempdir()
-            .unwrap();
-        let mut config = ServerConfig::for_tests(dir.path().to_path_buf());
-        config.security = Security::Tls { hosts: vec![] };
-        let srv = start(config).await.expect("TLS server starts");
-        Self { srv, dir }
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.dir.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    fn admin(&self) -> PathBuf {
-        self.write(
-            "admin.kubeconfig",
-            &self.srv.pki.as_ref().unwrap().kubeconfig(&self.srv.url()),
-        )
-    }
-
-    fn token(&self, name: &str, token: &str) -> PathBuf {
-        let text = self
-            .srv
-            .pki
-            .as_ref()
-            .unwrap()
-            .token_kubeconfig(&self.srv.url(), "sa", token);
-        self.write(&format!("{name}.kubeconfig"), &text)
-    }
-
-    async fn kubectl(&self, config: &Path, args: &[&str]) -> Output {
-        let mut cmd = Command::new(common::kubectl::kubectl());
-        cmd.args(["--request-timeout=10s", "--kubeconfig"])
-            .arg(config)
-            .args(args)
-            .env("HOME", self.dir.path());
-        tokio::task::spawn_blocking(move || cmd.output().expect("run kubectl"))
-            .await
-            .unwrap()
-    }
-
-    async fn ok(&self, config: &Path, args: &[&str]) -> String {
-        let out = self.kubectl(config, args).await;
-        assert!(
-            out.status.success(),
-            "kubectl {args:?} failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Retries until kubectl succeeds (caches follow the store through a watch), at most 10 s.
-    async fn eventually_ok(&self, config: &Path, args: &[&str]) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let out = self.kubectl(config, args).await;
-            if out.status.success() {
-                return String::from_utf8(out.stdout).unwrap();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "kubectl {args:?} kept failing: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    async fn unauthorized(&self, config: &Path) {
-        let out = self.kubectl(config, &["get", "pods"]).await;
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success());
-        assert!(
-            stderr.contains("You must be logged in to the server") || stderr.contains("Unauthorized"),
-            "{stderr}"
-        );
-    }
+async fn unauthorized(c: &Cluster, config: &Path) {
+    let out = c.kubectl(config, &["get", "pods"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("You must be logged in to the server") || stderr.contains("Unauthorized"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,7 +140,7 @@ async fn created_tokens_authenticate_as_the_service_account() {
         assert!(Instant::now() < deadline, "the token outlived its ServiceAccount");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    c.unauthorized(&robot).await;
+    unauthorized(&c, &robot).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -246,16 +166,15 @@ async fn expired_garbage_and_foreign_tokens_get_401() {
     c.eventually_ok(&c.token("fresh", &fresh), &["auth", "whoami"])
         .await;
     let (expired, _) = issuer.issue(&spec, now - 3600).unwrap();
-    c.unauthorized(&c.token("expired", &expired)).await;
-    c.unauthorized(&c.token("garbage", "eyJhbGciOiJFUzI1NiJ9.e30.c2lnbmF0dXJl"))
-        .await;
-    c.unauthorized(&c.token("random", "not-a-token")).await;
+    unauthorized(&c, &c.token("expired", &expired)).await;
+    unauthorized(&c, &c.token("garbage", "eyJhbGciOiJFUzI1NiJ9.e30.c2lnbmF0dXJl")).await;
+    unauthorized(&c, &c.token("random", "not-a-token")).await;
     let other = tempfile::tempdir().unwrap();
     let (foreign, _) = TokenIssuer::load_or_create(other.path())
         .unwrap()
         .issue(&spec, now)
         .unwrap();
-    c.unauthorized(&c.token("foreign", &foreign)).await;
+    unauthorized(&c, &c.token("foreign", &foreign)).await;
     // Too short a lifetime is refused like kube-apiserver does.
     let out = c
         .kubectl(&admin, &["create", "token", "robot", "--duration=1m"])

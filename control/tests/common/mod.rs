@@ -4,6 +4,7 @@
 
 pub mod kubectl;
 pub mod python;
+pub mod tls_cluster;
 
 use std::time::Duration;
 
