@@ -160,7 +160,27 @@ pub async fn ensure(
 pub async fn ensure_rbac(store: &dyn Store, registry: &Registry) -> Result<(), store::Error> {
     for (plural, object) in crate::auth::rbac::defaults::objects() {
         let kind = kinds::find("rbac.authorization.k8s.io", "v1", plural).expect("RBAC kinds are served");
-        create_if_missing(store, registry, kind, None, object).await?;
+        let name = object["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+        let key = kind.key(None, &name);
+        match store.get(&key).await? {
+            None => create_if_missing(store, registry, kind, None, object).await?,
+            // A data dir from an earlier version: grant what this version's default grants.
+            Some(kv) => {
+                let stored =
+                    objects::from_kv(&kv).map_err(|e| store::Error::Backend(format!("{name}: {e:?}")))?;
+                if let Some(updated) = crate::auth::rbac::defaults::reconciled(&stored, &object) {
+                    match store
+                        .update(&key, objects::to_store(&updated), Some(kv.mod_revision))
+                        .await
+                    {
+                        Ok(_) => tracing::info!(%name, "reconciled a default RBAC object"),
+                        // Changed meanwhile by someone else: theirs wins, the next start reconciles again.
+                        Err(store::Error::Conflict { .. }) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        }
     }
     Ok(())
 }

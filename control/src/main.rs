@@ -14,8 +14,10 @@ use control::store::etcd::EtcdOptions;
 
 /// Kubernetes-compatible API server for the Skiff mini-cluster.
 #[derive(Debug, Parser)]
-#[command(name = "skiff-control", version)]
+#[command(name = "skiff-control", version, args_conflicts_with_subcommands = true)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Directory for the store and generated credentials [default: $XDG_DATA_HOME/skiff-control]
     #[arg(long, env = "SKIFF_CONTROL_DATA_DIR")]
     data_dir: Option<PathBuf>,
@@ -58,6 +60,10 @@ struct Args {
     /// How authenticated requests are authorized: `RBAC` (roles and bindings) or `AlwaysAllow`.
     #[arg(long, default_value = "RBAC", value_parser = ["RBAC", "AlwaysAllow"])]
     authorization_mode: String,
+    /// CA bundle (PEM) that node agents' serving certificates must chain to [default: not verified, like
+    /// kube-apiserver]. The apiserver always authenticates to agents with pki/apiserver-kubelet-client.crt.
+    #[arg(long, value_name = "FILE")]
+    kubelet_certificate_authority: Option<PathBuf>,
     /// Turn off a built-in controller (repeatable).
     #[arg(long = "disable-controller", value_name = "NAME", value_parser = clap::builder::PossibleValuesParser::new(control::controllers::NAMES))]
     disable_controllers: Vec<String>,
@@ -76,6 +82,55 @@ struct Args {
     /// Seconds pods without their own toleration stay on an unreachable Node.
     #[arg(long, default_value_t = 300)]
     default_unreachable_toleration_seconds: u64,
+    /// Maximum concurrent non-mutating requests (watches and other long-running requests excluded); 0 = no limit.
+    #[arg(long, default_value_t = 400)]
+    max_requests_inflight: usize,
+    /// Maximum concurrent mutating requests; 0 = no limit.
+    #[arg(long, default_value_t = 200)]
+    max_mutating_requests_inflight: usize,
+    /// Time limit of a non-long-running request (e.g. 60s, 2m); answered with 504 when exceeded.
+    #[arg(long, default_value = "60s", value_parser = control::controllers::nodelifecycle::parse_duration)]
+    request_timeout: std::time::Duration,
+    /// Maximum concurrent watches of one user; 0 = no limit.
+    #[arg(long, default_value_t = 1000)]
+    max_watches_per_user: usize,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Write a kubeconfig with a new client certificate signed by the cluster CA (offline; the server need not
+    /// run). Nodes: --user system:node:NAME --group system:nodes.
+    Kubeconfig(KubeconfigArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct KubeconfigArgs {
+    /// The server's data directory (holds pki/ca.crt and ca.key) [default: $XDG_DATA_HOME/skiff-control]
+    #[arg(long, env = "SKIFF_CONTROL_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Server URL written to the kubeconfig, e.g. https://127.0.0.1:6443.
+    #[arg(long)]
+    server: String,
+    /// User name (the certificate's CN).
+    #[arg(long)]
+    user: String,
+    /// Group (an O of the certificate; repeatable).
+    #[arg(long = "group")]
+    groups: Vec<String>,
+    /// Where to write the kubeconfig (created owner-only).
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+}
+
+fn write_kubeconfig(args: &KubeconfigArgs) -> anyhow::Result<()> {
+    let dir = args.data_dir.clone().unwrap_or_else(default_data_dir).join("pki");
+    let groups: Vec<&str> = args.groups.iter().map(String::as_str).collect();
+    let text = control::auth::pki::client_kubeconfig(&dir, &args.server, &args.user, &groups)
+        .context("issuing the client certificate")?;
+    control::auth::pki::write_secret(&args.out, &text)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!("wrote {} for user {:?}", args.out.display(), args.user);
+    Ok(())
 }
 
 fn default_data_dir() -> PathBuf {
@@ -101,6 +156,9 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let args = Args::parse();
+    if let Some(Command::Kubeconfig(k)) = &args.command {
+        return write_kubeconfig(k);
+    }
     let ipam = control::controllers::nodeipam::IpamConfig {
         cluster_cidr: args.cluster_cidr,
         node_mask: args.node_cidr_mask_size,
@@ -150,6 +208,14 @@ async fn main() -> anyhow::Result<()> {
             "AlwaysAllow" => AuthorizationMode::AlwaysAllow,
             _ => AuthorizationMode::Rbac,
         },
+        kubelet_certificate_authority: args.kubelet_certificate_authority.clone(),
+        limits: server::LimitOptions {
+            max_requests_inflight: args.max_requests_inflight,
+            max_mutating_requests_inflight: args.max_mutating_requests_inflight,
+            request_timeout: args.request_timeout,
+            max_watches_per_user: args.max_watches_per_user,
+            ..server::LimitOptions::default()
+        },
     };
     let running = server::start(config).await.context("starting skiff-control")?;
     if let Some(path) = &args.kubeconfig_out {
@@ -166,7 +232,9 @@ async fn main() -> anyhow::Result<()> {
             Some(pki) => pki.kubeconfig(&url),
             None => insecure_kubeconfig(&url),
         };
-        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        // Admin credentials: owner-only.
+        control::auth::pki::write_secret(path, &text)
+            .with_context(|| format!("writing {}", path.display()))?;
         tracing::info!(path = %path.display(), "wrote kubeconfig");
     }
     let mut controller_options = control::controllers::ControllerOptions {

@@ -1,20 +1,22 @@
 //! Composition of store, registry, PKI and HTTP API into a running server (used by the binary and by tests).
 
+mod health;
+pub mod limits;
+mod nesting;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt;
 
 use crate::api::router::{ApiOptions, ApiState, router};
 use crate::auth::authn::ServiceAccountTokens;
@@ -28,6 +30,9 @@ use crate::registry::{Registry, RegistryConfig};
 use crate::store::Store;
 use crate::store::embedded::{EmbeddedOptions, EmbeddedStore};
 use crate::store::etcd::{EtcdOptions, EtcdStore};
+use health::Health;
+pub use limits::LimitOptions;
+use limits::Limits;
 
 /// A TLS handshake that has not finished by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,6 +42,8 @@ const ETCD_COMPACTION_INTERVAL: Duration = Duration::from_secs(300);
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    #[error("preparing the data dir {dir}: {source}")]
+    DataDir { dir: PathBuf, source: std::io::Error },
     #[error("opening the store in {dir}: {source}")]
     Store {
         dir: PathBuf,
@@ -97,6 +104,11 @@ pub struct ServerConfig {
     /// 127.0.0.1 when listening on all addresses].
     pub advertise_address: Option<std::net::IpAddr>,
     pub authorization: AuthorizationMode,
+    /// In-flight, timeout, header and watch limits.
+    pub limits: LimitOptions,
+    /// CA (PEM file) that node agents' serving certificates must chain to; none: not verified, like
+    /// kube-apiserver without `--kubelet-certificate-authority`.
+    pub kubelet_certificate_authority: Option<PathBuf>,
 }
 
 impl ServerConfig {
@@ -112,6 +124,8 @@ impl ServerConfig {
             security: Security::InsecureLoopback,
             advertise_address: None,
             authorization: AuthorizationMode::Rbac,
+            limits: LimitOptions::default(),
+            kubelet_certificate_authority: None,
         }
     }
 }
@@ -174,18 +188,23 @@ fn tls_acceptor(pki: &Pki) -> Result<TlsAcceptor, StartError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// Serves HTTP/1.1 on one connection, tagging each request with the TLS peer's identity.
-async fn serve_connection<S>(io: S, app: Router, peer: Option<PeerUser>)
+/// Serves HTTP/1.1 on one connection, tagging each request with the TLS peer's identity. A client that takes
+/// longer than the header read timeout to send a request's headers (slowloris) is disconnected.
+async fn serve_connection<S>(io: S, limits: Arc<Limits>, peer: Option<PeerUser>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let header_read_timeout = limits.header_read_timeout();
     let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
         if let Some(peer) = &peer {
             request.extensions_mut().insert(peer.clone());
         }
-        app.clone().oneshot(request.map(Body::new))
+        let limits = Arc::clone(&limits);
+        async move { Ok::<_, std::convert::Infallible>(limits.serve(request.map(Body::new)).await) }
     });
     if let Err(e) = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
         .serve_connection(TokioIo::new(io), service)
         .await
     {
@@ -193,7 +212,7 @@ where
     }
 }
 
-async fn handle(stream: TcpStream, tls: Option<TlsAcceptor>, app: Router) {
+async fn handle(stream: TcpStream, tls: Option<TlsAcceptor>, app: Arc<Limits>) {
     let Some(acceptor) = tls else {
         serve_connection(stream, app, None).await;
         return;
@@ -216,7 +235,11 @@ async fn handle(stream: TcpStream, tls: Option<TlsAcceptor>, app: Router) {
     serve_connection(stream, app, peer).await;
 }
 
-async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, app: Router) -> std::io::Result<()> {
+async fn accept_loop(
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    app: Arc<Limits>,
+) -> std::io::Result<()> {
     // Dropping the set (when this task is aborted) aborts every connection, watches included.
     let mut connections = JoinSet::new();
     loop {
@@ -229,12 +252,37 @@ async fn accept_loop(listener: TcpListener, tls: Option<TlsAcceptor>, app: Route
                 continue;
             }
         };
-        connections.spawn(handle(stream, tls.clone(), app.clone()));
+        connections.spawn(handle(stream, tls.clone(), Arc::clone(&app)));
     }
+}
+
+/// The client for node agents: the kubelet client certificate (with TLS), the serving CA if configured.
+fn kubelet_client(
+    pki: Option<&Pki>,
+    serving_ca: Option<&std::path::Path>,
+) -> Result<crate::api::pods::KubeletClient, StartError> {
+    let ca = serving_ca
+        .map(|path| {
+            std::fs::read_to_string(path).map_err(|e| {
+                StartError::Tls(format!("--kubelet-certificate-authority {}: {e}", path.display()))
+            })
+        })
+        .transpose()?;
+    let identity = pki.map(|p| {
+        (
+            p.kubelet_client_cert_pem.as_str(),
+            p.kubelet_client_key_pem.as_str(),
+        )
+    });
+    crate::api::pods::KubeletClient::new(identity, ca.as_deref())
+        .map_err(|e| StartError::Tls(format!("kubelet client: {e}")))
 }
 
 /// Opens the store, prepares certificates, creates the system objects and starts serving.
 pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
+    for dir in [config.data_dir.clone(), config.data_dir.join("pki")] {
+        crate::private_dir::ensure(&dir).map_err(|source| StartError::DataDir { dir, source })?;
+    }
     let mut etcd_store = None;
     let store: Arc<dyn Store> = match &config.etcd {
         Some(etcd) => {
@@ -330,6 +378,7 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         tasks.spawn(etcd.run_compactor(ETCD_COMPACTION_INTERVAL, keep));
     }
     let background = Arc::new(std::sync::Mutex::new(tasks));
+    let kubelet = kubelet_client(pki.as_ref(), config.kubelet_certificate_authority.as_deref())?;
     let state = Arc::new(ApiState {
         store: Arc::clone(&store),
         registry,
@@ -337,11 +386,19 @@ pub async fn start(config: ServerConfig) -> Result<Running, StartError> {
         authn,
         authz,
         background: Arc::clone(&background),
+        kubelet,
     });
     crate::controllers::namespace::resume(Arc::clone(&state))
         .await
         .map_err(StartError::Bootstrap)?;
-    let task = tokio::spawn(accept_loop(listener, tls, router(state)));
+    let health = Health::new(Arc::clone(&store), config.etcd.is_some());
+    let limits = Arc::new(Limits::new(
+        config.limits,
+        Arc::clone(&state),
+        health,
+        router(state),
+    ));
+    let task = tokio::spawn(accept_loop(listener, tls, limits));
     tracing::info!(%addr, tls = pki.is_some(), data_dir = %config.data_dir.display(), "skiff-control serving");
     Ok(Running {
         addr,

@@ -816,3 +816,36 @@ async fn dry_run_and_delete_collection() {
         "namespaces have no deletecollection"
     );
 }
+
+#[tokio::test]
+async fn default_roles_regain_missing_rules_on_restart_unless_opted_out() {
+    let dir = tempfile::Builder::new().prefix("skiff-ctl-").tempdir().unwrap();
+    let config = control::server::ServerConfig::for_tests(dir.path().to_path_buf());
+    let role = |name: &str| format!("/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}");
+    let full_rules = {
+        let srv = common::TestServer {
+            server: control::server::start(config.clone()).await.unwrap(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        // An older data dir: system:node lost its last rule; view was trimmed and opted out of updates.
+        let (_, mut node) = call(&srv, "GET", &role("system:node"), None).await;
+        let full = node["rules"].clone();
+        node["rules"].as_array_mut().unwrap().pop();
+        let (code, _) = call(&srv, "PUT", &role("system:node"), Some(node)).await;
+        assert_eq!(code, StatusCode::OK);
+        let (_, mut view) = call(&srv, "GET", &role("system:aggregate-to-view"), None).await;
+        view["rules"] = json!([]);
+        view["metadata"]["annotations"]["rbac.authorization.kubernetes.io/autoupdate"] = json!("false");
+        let (code, _) = call(&srv, "PUT", &role("system:aggregate-to-view"), Some(view)).await;
+        assert_eq!(code, StatusCode::OK);
+        full
+    };
+    let srv = common::TestServer {
+        server: common::restart(config).await,
+        dir,
+    };
+    let (_, node) = call(&srv, "GET", &role("system:node"), None).await;
+    assert_eq!(node["rules"], full_rules, "the missing rule is back");
+    let (_, view) = call(&srv, "GET", &role("system:aggregate-to-view"), None).await;
+    assert_eq!(view["rules"], json!([]), "an opted-out role is left as it is");
+}

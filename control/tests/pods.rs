@@ -10,8 +10,10 @@ use serde_json::json;
 
 const PODS: &str = "/api/v1/namespaces/default/pods";
 
-/// A stand-in node agent serving the log contract on 127.0.0.1:0.
+/// A stand-in node agent serving the log contract over HTTPS (self-signed, as agents do) on 127.0.0.1:0.
 async fn fake_agent() -> (u16, tokio::task::JoinHandle<()>) {
+    use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+    use tower::ServiceExt;
     let app = axum::Router::new().route(
         "/containerLogs/{ns}/{pod}/{container}",
         axum::routing::get(
@@ -20,12 +22,43 @@ async fn fake_agent() -> (u16, tokio::task::JoinHandle<()>) {
             },
         ),
     );
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    (
-        port,
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }),
-    )
+    let serve = async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let (acceptor, app) = (acceptor.clone(), app.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = hyper::service::service_fn(move |r: hyper::Request<hyper::body::Incoming>| {
+                    app.clone().oneshot(r.map(axum::body::Body::new))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    };
+    (port, tokio::spawn(serve))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

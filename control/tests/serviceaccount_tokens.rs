@@ -184,3 +184,99 @@ async fn expired_garbage_and_foreign_tokens_get_401() {
     let missing = c.kubectl(&admin, &["create", "token", "nobody"]).await;
     assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
 }
+
+/// A pod bound to `node`, running as ServiceAccount `account`.
+fn bound_pod(name: &str, node: &str, account: &str) -> String {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"nodeName": node, "serviceAccountName": account,
+                 "containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}
+    })
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_bound_tokens_die_with_the_pod_and_nodes_get_tokens_only_for_their_pods() {
+    let c = Cluster::start().await;
+    let admin = c.admin();
+    for sa in ["robot", "other"] {
+        c.ok(&admin, &["create", "serviceaccount", sa]).await;
+    }
+    for (pod, node, sa) in [("p1", "n1", "robot"), ("p2", "n2", "other")] {
+        let file = c.write(&format!("{pod}.json"), &bound_pod(pod, node, sa));
+        c.ok(&admin, &["create", "-f", file.to_str().unwrap()]).await;
+    }
+    let uid = |pod: &'static str| {
+        let (c, admin) = (&c, &admin);
+        async move {
+            c.ok(admin, &["get", "pod", pod, "-o", "jsonpath={.metadata.uid}"])
+                .await
+        }
+    };
+    let p1 = uid("p1").await;
+    let bound = |node_or_admin: &Path, sa: &str, pod: &str, pod_uid: &str| {
+        let args: Vec<String> = [
+            "create",
+            "token",
+            sa,
+            "--bound-object-kind=Pod",
+            &format!("--bound-object-name={pod}"),
+            &format!("--bound-object-uid={pod_uid}"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let config = node_or_admin.to_path_buf();
+        let c = &c;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            c.kubectl(&config, &args).await
+        }
+    };
+
+    // Node restriction: node n1 gets a token for the account of its own pod, not for an account only n2 runs.
+    let n1 = c.user("system:node:n1", &["system:nodes"]);
+    let out = bound(&n1, "robot", "p1", &p1).await;
+    assert!(
+        out.status.success(),
+        "node n1 may request robot's token: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let node_token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let p2 = uid("p2").await;
+    let out = bound(&n1, "other", "p2", &p2).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "node n1 got a token for n2's pod account");
+    assert!(
+        stderr.contains("can only create tokens for service accounts of pods scheduled to it"),
+        "{stderr}"
+    );
+
+    // The pod-bound token authenticates as the account while the pod exists.
+    let robot = c.token("robot", &node_token);
+    let whoami = c.eventually_ok(&robot, &["auth", "whoami", "-o", "json"]).await;
+    let whoami: Value = serde_json::from_str(&whoami).unwrap();
+    assert_eq!(
+        whoami["status"]["userInfo"]["username"],
+        "system:serviceaccount:default:robot"
+    );
+    // Bound to a uid that is not the pod's: refused.
+    let out = bound(&admin, "robot", "p1", "not-the-uid").await;
+    assert!(out.status.success());
+    let wrong = c.token("wrong", String::from_utf8_lossy(&out.stdout).trim());
+    unauthorized(&c, &wrong).await;
+
+    // Once the pod is gone, its token is refused.
+    c.ok(&admin, &["delete", "pod", "p1", "--grace-period=0", "--force"])
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.kubectl(&robot, &["auth", "whoami"]).await.status.success() {
+        assert!(Instant::now() < deadline, "the token outlived its pod");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    unauthorized(&c, &robot).await;
+    // And a node without pods of an account gets no token for it any more.
+    let out = bound(&n1, "robot", "p1", &p1).await;
+    assert!(!out.status.success(), "n1 runs no pod of robot any more");
+}

@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod deletion;
 pub mod discovery;
+pub mod fuzzing;
 pub mod objects;
 pub mod openapi;
 pub mod path;

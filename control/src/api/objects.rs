@@ -62,6 +62,9 @@ pub fn parse_body(body: &[u8]) -> Result<Value, ApiError> {
 
 /// Checks apiVersion/kind in a body against the URL's kind and fills them in when absent.
 pub fn check_type(kind: &Kind, object: &mut Value) -> Result<(), ApiError> {
+    if !object.is_object() {
+        return Err(ApiError::bad_request("the object must be a JSON object"));
+    }
     let expected = kind.api_version();
     match object.get("apiVersion").and_then(Value::as_str) {
         Some(v) if v != expected => {
@@ -230,11 +233,74 @@ fn add_at(doc: &mut Value, path: &str, value: Value) -> Result<(), ApiError> {
     }
 }
 
-/// RFC 6902 JSON patch.
+/// Most operations one JSON patch may carry (kube-apiserver's limit).
+pub const MAX_JSON_PATCH_OPS: usize = 10_000;
+/// Most bytes (as JSON) the copy operations of one JSON patch may add together (kube-apiserver's default
+/// `JSONPatchMaxCopyBytes`): each copy can double the document, so without a budget a short patch grows it
+/// exponentially.
+pub const MAX_JSON_PATCH_COPY_BYTES: usize = 3 * 1024 * 1024;
+/// Deepest nesting a JSON patch may give the document. Copies and moves can nest a document inside itself
+/// (doubling its depth each time); a too deep document would overflow the stack of the recursive steps after the
+/// patch, and its stored JSON could not be decoded again (the JSON decoder stops at 128 levels).
+pub const MAX_JSON_PATCH_DEPTH: usize = 100;
+
+/// Nesting depth of a value (a scalar is 0), measured without recursion.
+fn depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        deepest = deepest.max(d);
+        match v {
+            Value::Array(a) => stack.extend(a.iter().map(|c| (c, d + 1))),
+            Value::Object(m) => stack.extend(m.values().map(|c| (c, d + 1))),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// Length of a value's JSON encoding.
+fn encoded_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).expect("JSON values always serialise");
+    count.0
+}
+
+/// Refuses to put `value` at `path` when the document would nest deeper than [`MAX_JSON_PATCH_DEPTH`].
+fn check_depth(path: &str, value: &Value) -> Result<(), ApiError> {
+    let at = path.matches('/').count();
+    if at + depth(value) > MAX_JSON_PATCH_DEPTH {
+        return Err(ApiError::bad_request(format!(
+            "jsonpatch: the document would be nested more than {MAX_JSON_PATCH_DEPTH} levels deep at {path}"
+        )));
+    }
+    Ok(())
+}
+
+/// RFC 6902 JSON patch, within kube-apiserver's limits on operations and copied bytes (and a depth limit).
 pub fn json_patch(doc: &mut Value, ops: &Value) -> Result<(), ApiError> {
     let ops = ops
         .as_array()
         .ok_or_else(|| ApiError::bad_request("a JSON patch must be an array of operations"))?;
+    if ops.len() > MAX_JSON_PATCH_OPS {
+        let mut err = ApiError::too_large(0);
+        err.message = format!(
+            "The allowed maximum operations in a JSON patch is {MAX_JSON_PATCH_OPS}, got {}",
+            ops.len()
+        );
+        return Err(err);
+    }
+    let mut copied = 0usize;
     for op in ops {
         let field = |f: &str| op.get(f).and_then(Value::as_str).map(str::to_owned);
         let path = field("path").ok_or_else(|| ApiError::bad_request("jsonpatch: operation without path"))?;
@@ -244,13 +310,19 @@ pub fn json_patch(doc: &mut Value, ops: &Value) -> Result<(), ApiError> {
                 .ok_or_else(|| ApiError::bad_request("jsonpatch: operation without value"))
         };
         match field("op").as_deref() {
-            Some("add") => add_at(doc, &path, value()?)?,
+            Some("add") => {
+                let v = value()?;
+                check_depth(&path, &v)?;
+                add_at(doc, &path, v)?
+            }
             Some("remove") => {
                 remove_at(doc, &path)?;
             }
             Some("replace") => {
+                let v = value()?;
+                check_depth(&path, &v)?;
                 remove_at(doc, &path)?;
-                add_at(doc, &path, value()?)?;
+                add_at(doc, &path, v)?;
             }
             Some("test") => {
                 if doc.pointer(&path) != Some(&value()?) {
@@ -262,12 +334,22 @@ pub fn json_patch(doc: &mut Value, ops: &Value) -> Result<(), ApiError> {
             Some(op @ ("move" | "copy")) => {
                 let from = field("from")
                     .ok_or_else(|| ApiError::bad_request("jsonpatch: move/copy without from"))?;
+                let source = doc
+                    .pointer(&from)
+                    .ok_or_else(|| ApiError::bad_request(format!("jsonpatch: missing {from}")))?;
+                check_depth(&path, source)?;
+                if op == "copy" {
+                    copied += encoded_len(source);
+                    if copied > MAX_JSON_PATCH_COPY_BYTES {
+                        return Err(ApiError::bad_request(format!(
+                            "jsonpatch: the copy operations would add more than {MAX_JSON_PATCH_COPY_BYTES} bytes"
+                        )));
+                    }
+                }
                 let v = if op == "move" {
                     remove_at(doc, &from)?
                 } else {
-                    doc.pointer(&from)
-                        .cloned()
-                        .ok_or_else(|| ApiError::bad_request(format!("jsonpatch: missing {from}")))?
+                    source.clone()
                 };
                 add_at(doc, &path, v)?;
             }
@@ -340,6 +422,17 @@ mod tests {
         assert!(check_type(cm, &mut json!({"kind": "Secret"})).is_err());
     }
 
+    /// Found by fuzzing: a merge patch that is a scalar replaces the whole object, and the type check then
+    /// indexed a number as an object (a panic in the request handler).
+    #[test]
+    fn type_check_of_a_non_object_is_a_bad_request() {
+        let cm = find("", "v1", "configmaps").unwrap();
+        let mut doc = json!({"metadata": {"name": "a"}});
+        merge_patch(&mut doc, &json!(5));
+        assert_eq!(check_type(cm, &mut doc).unwrap_err().code, 400);
+        assert_eq!(check_type(cm, &mut json!([1])).unwrap_err().code, 400);
+    }
+
     #[test]
     fn merge_patch_rfc7386() {
         let mut doc = json!({"a": "b", "c": {"d": "e", "f": "g"}});
@@ -368,5 +461,38 @@ mod tests {
         );
         assert!(json_patch(&mut doc, &json!([{"op": "remove", "path": "/nope"}])).is_err());
         assert!(json_patch(&mut doc, &json!([{"op": "test", "path": "/first", "value": 1}])).is_err());
+    }
+
+    /// Each copy of the root into itself doubles the document: 60 operations asked for 2^60 copies of it (the
+    /// server ran out of memory). Copying an object into itself nests it deeper with every operation.
+    #[test]
+    fn json_patch_copies_are_bounded_in_bytes_and_depth() {
+        let doubling: Vec<Value> = (0..60)
+            .map(|i| json!({"op": "copy", "from": "", "path": format!("/c{i}")}))
+            .collect();
+        let mut doc = json!({"metadata": {"name": "a"}, "data": {"k": "v".repeat(100)}});
+        let err = json_patch(&mut doc, &Value::Array(doubling)).unwrap_err();
+        assert_eq!(err.code, 400);
+        assert!(err.message.contains("copy operations"), "{}", err.message);
+
+        let nesting: Vec<Value> = (0..100)
+            .map(|_| json!({"op": "copy", "from": "/a", "path": "/a/a/a"}))
+            .collect();
+        let mut doc = json!({"a": {"a": {}}});
+        let err = json_patch(&mut doc, &Value::Array(nesting)).unwrap_err();
+        assert!(err.message.contains("nested more than"), "{}", err.message);
+        assert!(depth(&doc) <= MAX_JSON_PATCH_DEPTH);
+
+        let mut doc = json!({"a": {}});
+        let deep_value = (0..MAX_JSON_PATCH_DEPTH).fold(json!(1), |v, _| json!([v]));
+        assert!(
+            json_patch(
+                &mut doc,
+                &json!([{"op": "add", "path": "/a/b", "value": deep_value}])
+            )
+            .is_err()
+        );
+        let many = vec![json!({"op": "test", "path": "", "value": 1}); MAX_JSON_PATCH_OPS + 1];
+        assert_eq!(json_patch(&mut doc, &Value::Array(many)).unwrap_err().code, 413);
     }
 }

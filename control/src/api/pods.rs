@@ -1,14 +1,26 @@
 //! Pod subresources: `binding` (the scheduler's assignment) and `log` (proxied to the node agent).
 //!
-//! Log contract with the node agent (kubelet-compatible path): the apiserver resolves the pod's node,
-//! takes the node's `InternalIP` address and `status.daemonEndpoints.kubeletEndpoint.Port`, and proxies
-//! `GET http://<ip>:<port>/containerLogs/<namespace>/<pod>/<container>?<query>` where the query carries
+//! Log contract with the node agent (kubelet-compatible path): the apiserver resolves the pod's node, takes
+//! its `skiff.dev/kubelet-address` annotation or else its first `InternalIP` address and
+//! `status.daemonEndpoints.kubeletEndpoint.Port`, and proxies
+//! `GET https://<ip>:<port>/containerLogs/<namespace>/<pod>/<container>?<query>` where the query carries
 //! the client's `follow`, `previous`, `sinceSeconds`, `sinceTime`, `timestamps`, `tailLines` and
 //! `limitBytes` unchanged. The agent answers `text/plain` (streaming while `follow=true`), or a
 //! Kubernetes `Status` JSON error with its HTTP code.
+//!
+//! Security, as kube-apiserver: the apiserver authenticates to the agent with its kubelet client
+//! certificate (`pki/apiserver-kubelet-client.crt`, user `kube-apiserver-kubelet-client`), which the agent
+//! checks against the cluster CA and authorizes with a SubjectAccessReview (`nodes/proxy`). The agent's
+//! serving certificate (self-signed by default) is NOT verified unless skiff-control runs with
+//! `--kubelet-certificate-authority FILE`; then it must chain to that CA and name the node's address.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use axum::body::Body;
 use axum::http::{StatusCode, header};
@@ -32,6 +44,111 @@ const LOG_PARAMS: &[&str] = &[
     "tailLines",
     "limitBytes",
 ];
+
+/// How the apiserver dials node agents: TLS with its kubelet client certificate.
+#[derive(Clone)]
+pub struct KubeletClient {
+    tls: tokio_rustls::TlsConnector,
+}
+
+impl std::fmt::Debug for KubeletClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KubeletClient")
+    }
+}
+
+/// Accepts any serving certificate (kube-apiserver without `--kubelet-certificate-authority`); the handshake
+/// signatures are still checked.
+#[derive(Debug)]
+struct AnyServerCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyServerCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+impl KubeletClient {
+    /// A client presenting `identity` (PEM certificate and key, if any) that verifies agents' serving
+    /// certificates against `serving_ca` (PEM) when given, and accepts any otherwise.
+    pub fn new(identity: Option<(&str, &str)>, serving_ca: Option<&str>) -> Result<Self, String> {
+        let err = |e: &dyn std::fmt::Display| e.to_string();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| err(&e))?;
+        let builder = match serving_ca {
+            Some(pem) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                    roots.add(cert.map_err(|e| err(&e))?).map_err(|e| err(&e))?;
+                }
+                if roots.is_empty() {
+                    return Err("the kubelet certificate authority file holds no certificate".into());
+                }
+                builder.with_root_certificates(roots)
+            }
+            None => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyServerCertificate(provider))),
+        };
+        let config = match identity {
+            Some((cert, key)) => {
+                let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| err(&e))?;
+                let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| err(&e))?;
+                builder.with_client_auth_cert(chain, key).map_err(|e| err(&e))?
+            }
+            None => builder.with_no_client_auth(),
+        };
+        Ok(Self {
+            tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        })
+    }
+
+    /// A TLS connection to the agent at `ip:port`.
+    pub async fn connect(
+        &self,
+        ip: &str,
+        port: u16,
+    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+        let name = ServerName::try_from(ip.to_owned()).map_err(|e| e.to_string())?;
+        let tcp = tokio::net::TcpStream::connect((ip, port))
+            .await
+            .map_err(|e| e.to_string())?;
+        self.tls.connect(name, tcp).await.map_err(|e| e.to_string())
+    }
+}
 
 /// POST `pods/<name>/binding`: assigns an unscheduled pod to a node.
 pub async fn bind(state: &Arc<ApiState>, ctx: &Ctx, body: &[u8]) -> Result<Response, ApiError> {
@@ -99,16 +216,28 @@ pub async fn bind(state: &Arc<ApiState>, ctx: &Ctx, body: &[u8]) -> Result<Respo
     ))
 }
 
-/// Where the node agent serving a pod's logs listens.
+/// Annotation naming the address the agent's endpoint is reached at when that is not the node's address (a lab
+/// on one machine: 127.0.0.1, as its node namespaces are not routed from the apiserver's).
+pub const KUBELET_ADDRESS_ANNOTATION: &str = "skiff.dev/kubelet-address";
+
+/// Where the node agent serving a pod's logs listens: the kubelet-address annotation, else the first InternalIP.
 pub fn log_endpoint(node: &Value) -> Option<(String, u16)> {
-    let ip = node
-        .pointer("/status/addresses")
-        .and_then(Value::as_array)?
-        .iter()
-        .find(|a| a["type"] == "InternalIP")?
-        .get("address")?
-        .as_str()?
-        .to_owned();
+    let annotated = node
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(KUBELET_ADDRESS_ANNOTATION))
+        .and_then(Value::as_str)
+        .filter(|a| a.parse::<std::net::IpAddr>().is_ok());
+    let ip = match annotated {
+        Some(a) => a.to_owned(),
+        None => node
+            .pointer("/status/addresses")
+            .and_then(Value::as_array)?
+            .iter()
+            .find(|a| a["type"] == "InternalIP")?
+            .get("address")?
+            .as_str()?
+            .to_owned(),
+    };
     let port = node
         .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
         .and_then(Value::as_u64)?;
@@ -200,13 +329,10 @@ pub async fn log(state: &Arc<ApiState>, ctx: &Ctx) -> Result<Response, ApiError>
         err.code = 502;
         err
     };
-    let stream = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokio::net::TcpStream::connect((ip.as_str(), port)),
-    )
-    .await
-    .map_err(|e| unreachable(&e))?
-    .map_err(|e| unreachable(&e))?;
+    let stream = tokio::time::timeout(Duration::from_secs(5), state.kubelet.connect(&ip, port))
+        .await
+        .map_err(|e| unreachable(&e))?
+        .map_err(|e| unreachable(&e))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| unreachable(&e))?;
@@ -236,6 +362,11 @@ mod tests {
             "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}}}});
         assert_eq!(log_endpoint(&node), Some(("10.0.0.5".to_owned(), 10250)));
         assert_eq!(log_endpoint(&json!({"status": {}})), None);
+        let mut annotated = node.clone();
+        annotated["metadata"] = json!({"annotations": {KUBELET_ADDRESS_ANNOTATION: "127.0.0.1"}});
+        assert_eq!(log_endpoint(&annotated), Some(("127.0.0.1".to_owned(), 10250)));
+        annotated["metadata"]["annotations"][KUBELET_ADDRESS_ANNOTATION] = json!("not-an-ip");
+        assert_eq!(log_endpoint(&annotated), Some(("10.0.0.5".to_owned(), 10250)));
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub struct ApiState {
     pub authz: Box<dyn Authorizer>,
     /// Background work started by requests (namespace finalization); aborted when the server stops.
     pub background: Arc<std::sync::Mutex<tokio::task::JoinSet<()>>>,
+    /// How `pods/log` reaches node agents.
+    pub kubelet: super::pods::KubeletClient,
 }
 
 impl ApiState {

@@ -212,12 +212,9 @@ async fn run(
                     }
                     Some(Ok(store::WatchItem::Event(event))) => event,
                     Some(Err(e)) => {
-                        let status = match e {
-                            store::Error::Compacted { requested, compacted } => {
-                                ApiError::expired(format!("too old resource version: {requested} ({compacted})"))
-                            }
-                            other => ApiError::internal(other.to_string()),
-                        };
+                        // 410 for compacted history, 503 while the store is unreachable: the client resumes
+                        // (or relists) once storage is back; the stream never pretends to be current.
+                        let status = ApiError::from_store(e, out.kind, "");
                         out.send("ERROR", status.to_status()).await;
                         return;
                     }

@@ -75,9 +75,8 @@ impl Authenticator {
             }
         };
         let k = &claims.kubernetes;
-        let live = sa.accounts.uid(&k.namespace, &k.serviceaccount.name);
-        if live.as_deref() != Some(k.serviceaccount.uid.as_str()) {
-            tracing::debug!(namespace = %k.namespace, name = %k.serviceaccount.name, "token of a deleted ServiceAccount");
+        if !sa.accounts.token_objects_live(k) {
+            tracing::debug!(namespace = %k.namespace, name = %k.serviceaccount.name, "token of a deleted ServiceAccount or pod");
             return None;
         }
         let mut user = UserInfo::authenticated(claims.username(), tokens::groups(&k.namespace));

@@ -1,5 +1,6 @@
 //! Node restriction (kube's NodeRestriction admission): a node identity (`system:node:<name>` in
-//! `system:nodes`) may only change its own Node and Lease, and only pods bound to it.
+//! `system:nodes`) may only change its own Node and Lease, only pods bound to it, and may request ServiceAccount
+//! tokens only for the accounts of pods bound to it.
 
 use axum::http::{Method, Uri};
 use serde_json::Value;
@@ -22,6 +23,8 @@ pub enum Check {
     Denied(String),
     /// Allowed when the named pod is bound to the node (needs the stored pod).
     PodBoundToNode,
+    /// Allowed when a pod bound to the node runs as the named ServiceAccount (needs the stored pods).
+    AccountOfPodOnNode,
 }
 
 const WRITES: &[&str] = &["create", "update", "patch", "delete", "deletecollection"];
@@ -48,6 +51,10 @@ pub fn check(node: &str, attrs: &Attributes) -> Check {
             "node {node:?} can only modify pods with spec.nodeName set to itself, one at a time"
         )),
         ("", "pods") => Check::PodBoundToNode,
+        ("", "serviceaccounts") if attrs.subresource == "token" && attrs.verb == "create" => {
+            Check::AccountOfPodOnNode
+        }
+        ("", "serviceaccounts") => Check::Denied(format!("node {node:?} may not modify ServiceAccounts")),
         _ => Check::Allowed,
     }
 }
@@ -70,6 +77,38 @@ pub async fn admit(state: &ApiState, user: &UserInfo, method: &Method, uri: &Uri
     match check(node, &attrs) {
         Check::Allowed => Ok(()),
         Check::Denied(message) => Err(denied(&attrs, &message)),
+        Check::AccountOfPodOnNode => {
+            let pods = kinds::find("", "v1", "pods").expect("pods are served");
+            let prefix = pods.key(Some(&attrs.namespace), "");
+            let list = state
+                .store
+                .list(&prefix, crate::store::ListOptions::default())
+                .await
+                .map_err(|e| ApiError::from_store(e, pods, &attrs.name))?;
+            let runs_as = |pod: &Value| {
+                let account = pod
+                    .pointer("/spec/serviceAccountName")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or("default");
+                pod.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node) && account == attrs.name
+            };
+            let found = list
+                .items
+                .iter()
+                .filter_map(|kv| serde_json::from_slice::<Value>(&kv.value).ok())
+                .any(|pod| runs_as(&pod));
+            if found {
+                Ok(())
+            } else {
+                Err(denied(
+                    &attrs,
+                    &format!(
+                        "node {node:?} can only create tokens for service accounts of pods scheduled to it"
+                    ),
+                ))
+            }
+        }
         Check::PodBoundToNode => {
             let pods = kinds::find("", "v1", "pods").expect("pods are served");
             let key = pods.key(Some(&attrs.namespace), &attrs.name);
@@ -134,5 +173,17 @@ mod tests {
             Check::Denied(_)
         ));
         assert_eq!(req("create", "", "events", "default", ""), Check::Allowed);
+        assert_eq!(
+            req("create", "", "serviceaccounts/token", "default", "robot"),
+            Check::AccountOfPodOnNode
+        );
+        assert!(matches!(
+            req("update", "", "serviceaccounts", "default", "robot"),
+            Check::Denied(_)
+        ));
+        assert_eq!(
+            req("get", "", "serviceaccounts", "default", "robot"),
+            Check::Allowed
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! The cluster's certificate authority, generated on first start, and the certificates and token it issues.
 //!
 //! Files under `<data-dir>/pki`: `ca.crt`/`ca.key` (kept), `admin.crt`/`admin.key`/`admin.token` (kept, so
-//! written kubeconfigs stay valid) and `apiserver.crt`/`apiserver.key` (re-issued on every start for the
+//! written kubeconfigs stay valid), `apiserver-kubelet-client.crt`/`.key` (kept; the apiserver's identity
+//! towards node agents, like kubeadm's) and `apiserver.crt`/`apiserver.key` (re-issued on every start for the
 //! current host names).
 
 use std::path::{Path, PathBuf};
@@ -30,7 +31,14 @@ pub struct Pki {
     pub admin_cert_pem: String,
     pub admin_key_pem: String,
     pub admin_token: String,
+    /// The client certificate the apiserver presents to node agents ([`KUBELET_CLIENT_USER`]).
+    pub kubelet_client_cert_pem: String,
+    pub kubelet_client_key_pem: String,
 }
+
+/// The user of the apiserver's client certificate towards node agents; the default ClusterRoleBinding
+/// `system:kube-apiserver-kubelet-client` grants it `system:kubelet-api-admin`.
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
 
 pub(crate) fn read(path: &Path) -> Result<Option<String>, PkiError> {
     match std::fs::read_to_string(path) {
@@ -61,6 +69,11 @@ pub(crate) fn write(path: &Path, text: &str, secret: bool) -> Result<(), PkiErro
     file.write_all(text.as_bytes()).map_err(io)?;
     file.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)
+}
+
+/// Writes `text` to `path` owner-only (0600), atomically.
+pub fn write_secret(path: &Path, text: &str) -> Result<(), PkiError> {
+    write(path, text, true)
 }
 
 fn ca_params() -> CertificateParams {
@@ -97,7 +110,12 @@ pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Pki, PkiError> {
             write(&ca_key_path, &key.serialize_pem(), true)?;
             write(&ca_crt, &cert.pem(), false)?;
             // A new CA invalidates everything it signed before.
-            for stale in ["admin.crt", "admin.key"] {
+            for stale in [
+                "admin.crt",
+                "admin.key",
+                "apiserver-kubelet-client.crt",
+                "apiserver-kubelet-client.key",
+            ] {
                 let _ = std::fs::remove_file(dir.join(stale));
             }
             (cert.pem(), key)
@@ -140,6 +158,19 @@ pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Pki, PkiError> {
             (cert.pem(), key.serialize_pem())
         }
     };
+    let (kubelet_crt, kubelet_key) = (
+        dir.join("apiserver-kubelet-client.crt"),
+        dir.join("apiserver-kubelet-client.key"),
+    );
+    let (kubelet_client_cert_pem, kubelet_client_key_pem) = match (read(&kubelet_crt)?, read(&kubelet_key)?) {
+        (Some(cert), Some(key)) => (cert, key),
+        _ => {
+            let (cert, key) = sign_client(&issuer, KUBELET_CLIENT_USER, &[])?;
+            write(&kubelet_key, &key, true)?;
+            write(&kubelet_crt, &cert, false)?;
+            (cert, key)
+        }
+    };
     let token_path = dir.join("admin.token");
     let admin_token = match read(&token_path)? {
         Some(token) if !token.trim().is_empty() => token.trim().to_owned(),
@@ -156,7 +187,69 @@ pub fn load_or_create(dir: &Path, hosts: &[String]) -> Result<Pki, PkiError> {
         admin_cert_pem,
         admin_key_pem,
         admin_token,
+        kubelet_client_cert_pem,
+        kubelet_client_key_pem,
     })
+}
+
+fn sign_client(
+    issuer: &Issuer<'_, KeyPair>,
+    user: &str,
+    groups: &[&str],
+) -> Result<(String, String), PkiError> {
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    for group in groups {
+        params.distinguished_name.push(DnType::OrganizationName, *group);
+    }
+    params.distinguished_name.push(DnType::CommonName, user);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// A kubeconfig for `server` whose user is a new client certificate for `user` in `groups`, signed by the CA
+/// in `dir` (offline: `skiff-control kubeconfig`). Nodes get `system:node:<name>` in `system:nodes`.
+pub fn client_kubeconfig(dir: &Path, server: &str, user: &str, groups: &[&str]) -> Result<String, PkiError> {
+    let ca_path = dir.join("ca.crt");
+    let ca_cert_pem = read(&ca_path)?.ok_or_else(|| PkiError::Io {
+        path: ca_path.clone(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "no CA yet: start skiff-control once with this --data-dir",
+        ),
+    })?;
+    let (cert, key) = issue_client_certificate(dir, user, groups)?;
+    Ok(certificate_kubeconfig_text(
+        &ca_cert_pem,
+        server,
+        user,
+        &cert,
+        &key,
+    ))
+}
+
+fn certificate_kubeconfig_text(
+    ca_pem: &str,
+    server: &str,
+    user: &str,
+    cert_pem: &str,
+    key_pem: &str,
+) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server}\n    \
+         certificate-authority-data: {}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    \
+         user: {user:?}\n    namespace: default\ncurrent-context: skiff\nusers:\n- name: {user:?}\n  user:\n    \
+         client-certificate-data: {}\n    client-key-data: {}\n",
+        b64(ca_pem),
+        b64(cert_pem),
+        b64(key_pem),
+    )
 }
 
 /// A client certificate for `user` in `groups` (CN and O), signed by the CA in `dir`: PEM certificate and key.
@@ -176,19 +269,7 @@ pub fn issue_client_certificate(
     let key_path = dir.join("ca.key");
     let ca_key = read(&key_path)?.ok_or_else(|| missing(&key_path))?;
     let issuer = Issuer::new(ca_params(), KeyPair::from_pem(&ca_key)?);
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    for group in groups {
-        params.distinguished_name.push(DnType::OrganizationName, *group);
-    }
-    params.distinguished_name.push(DnType::CommonName, user);
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    let key = KeyPair::generate()?;
-    let cert = params.signed_by(&key, &issuer)?;
-    Ok((cert.pem(), key.serialize_pem()))
+    sign_client(&issuer, user, groups)
 }
 
 impl Pki {
@@ -206,16 +287,7 @@ impl Pki {
 
     /// A kubeconfig for `server` with the CA and a client certificate (PEM) for `user`.
     pub fn certificate_kubeconfig(&self, server: &str, user: &str, cert_pem: &str, key_pem: &str) -> String {
-        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: skiff\n  cluster:\n    server: {server}\n    \
-             certificate-authority-data: {}\ncontexts:\n- name: skiff\n  context:\n    cluster: skiff\n    \
-             user: {user:?}\n    namespace: default\ncurrent-context: skiff\nusers:\n- name: {user:?}\n  user:\n    \
-             client-certificate-data: {}\n    client-key-data: {}\n",
-            b64(&self.ca_cert_pem),
-            b64(cert_pem),
-            b64(key_pem),
-        )
+        certificate_kubeconfig_text(&self.ca_cert_pem, server, user, cert_pem, key_pem)
     }
 
     /// An admin kubeconfig for `server` (an https URL) with the CA and the admin client certificate.
@@ -263,5 +335,22 @@ mod tests {
         let user = crate::auth::UserInfo::from_certificate(&der).unwrap();
         assert_eq!(user.name, "system:node:n1");
         assert!(user.in_group("system:nodes"));
+
+        assert_eq!(first.kubelet_client_cert_pem, second.kubelet_client_cert_pem);
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(first.kubelet_client_cert_pem.as_bytes())
+            .unwrap();
+        assert_eq!(
+            crate::auth::UserInfo::from_certificate(&der).unwrap().name,
+            KUBELET_CLIENT_USER
+        );
+        let node = client_kubeconfig(
+            dir.path(),
+            "https://127.0.0.1:6443",
+            "system:node:n2",
+            &["system:nodes"],
+        )
+        .unwrap();
+        assert!(node.contains("user: \"system:node:n2\"") && node.contains("client-key-data: LS0t"));
+        assert!(client_kubeconfig(&dir.path().join("none"), "https://x", "u", &[]).is_err());
     }
 }

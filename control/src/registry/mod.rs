@@ -74,44 +74,29 @@ impl Registry {
 
     /// Defaults, validates and allocates a new object. The returned claims must be released if the write fails.
     pub fn admit_create(&self, kind: &Kind, object: &mut Value) -> Result<Claims, Vec<FieldError>> {
-        defaults::apply(kind, object);
-        if kind.group == "rbac.authorization.k8s.io" {
-            let errors = validation::rbac(kind.plural, object, None);
-            return if errors.is_empty() {
-                Ok(Claims::default())
-            } else {
-                Err(errors)
-            };
-        }
-        if kind.plural == "services" && kind.group.is_empty() {
-            service::default(object);
-            let errors = service::validate(object, self.config.node_ports);
-            if !errors.is_empty() {
-                return Err(errors);
-            }
-            return self.allocate_service(object, None);
-        }
-        Ok(Claims::default())
+        self.admit(kind, None, object)
     }
 
     /// Defaults, validates and allocates an updated object against the stored one.
     pub fn admit_update(&self, kind: &Kind, old: &Value, new: &mut Value) -> Result<Claims, Vec<FieldError>> {
-        defaults::apply(kind, new);
-        if kind.group == "rbac.authorization.k8s.io" {
-            let errors = validation::rbac(kind.plural, new, Some(old));
-            return if errors.is_empty() {
-                Ok(Claims::default())
-            } else {
-                Err(errors)
-            };
+        self.admit(kind, Some(old), new)
+    }
+
+    fn admit(&self, kind: &Kind, old: Option<&Value>, object: &mut Value) -> Result<Claims, Vec<FieldError>> {
+        defaults::apply(kind, object);
+        let is_service = kind.plural == "services" && kind.group.is_empty();
+        if is_service {
+            service::default(object);
         }
-        if kind.plural == "services" && kind.group.is_empty() {
-            service::default(new);
-            let errors = service::validate(new, self.config.node_ports);
-            if !errors.is_empty() {
-                return Err(errors);
-            }
-            return self.allocate_service(new, Some(old));
+        let mut errors = validation::validate(kind, object, old);
+        if is_service {
+            errors.extend(service::validate(object, self.config.node_ports));
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        if is_service {
+            return self.allocate_service(object, old);
         }
         Ok(Claims::default())
     }

@@ -2,7 +2,7 @@
 
 use k8s_openapi::api::core::v1::{Node, NodeSelectorRequirement, NodeSelectorTerm, Pod, Taint, Toleration};
 
-use super::quantity;
+use crate::quantity;
 
 /// What a node already carries: the requests of the pods bound to it and the host ports they use.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,7 +1,6 @@
 //! The scheduler: binds unscheduled pods to the best fitting node and reports why others cannot run.
 
 pub mod filter;
-pub mod quantity;
 pub mod score;
 
 use std::collections::HashMap;

@@ -81,9 +81,13 @@ fn db(err: impl Into<redb::Error>) -> Error {
 impl EmbeddedStore {
     /// Opens (or creates) the store file `store.redb` in `dir`.
     pub fn open(dir: &Path, options: EmbeddedOptions) -> Result<Self> {
-        std::fs::create_dir_all(dir)
+        crate::private_dir::ensure(dir)
             .map_err(|e| Error::Backend(format!("creating {}: {e}", dir.display())))?;
-        let database = Database::create(dir.join("store.redb")).map_err(db)?;
+        let path = dir.join("store.redb");
+        let database = Database::create(&path).map_err(db)?;
+        // Secrets are stored here: owner-only, whatever the umask.
+        crate::private_dir::restrict_file(&path)
+            .map_err(|e| Error::Backend(format!("restricting {}: {e}", path.display())))?;
         let txn = database.begin_write().map_err(db)?;
         {
             txn.open_table(KV).map_err(db)?;

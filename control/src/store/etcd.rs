@@ -61,13 +61,23 @@ pub struct EtcdStore {
 /// gRPC status codes that mean "etcd is not reachable right now" (Cancelled, DeadlineExceeded, Unavailable).
 const UNREACHABLE_CODES: [i32; 3] = [1, 4, 14];
 
+/// Messages of gRPC statuses that report a broken connection rather than an answer from etcd (tonic reports a
+/// connection that died mid-request as `Unknown`).
+const CONNECTION_FAILURES: [&str; 3] = [
+    "transport error",
+    "h2 protocol error",
+    "error reading a body from connection",
+];
+
+/// Whether a gRPC status (code and message) means etcd could not be reached.
+fn unreachable(code: i32, message: &str) -> bool {
+    UNREACHABLE_CODES.contains(&code) || CONNECTION_FAILURES.iter().any(|m| message.contains(m))
+}
+
 /// Maps an etcd client error to a store error.
 fn backend(err: etcd_client::Error) -> Error {
     match err {
-        etcd_client::Error::GRpcStatus(status)
-            if UNREACHABLE_CODES.contains(&i32::from(status.code()))
-                || status.message().contains("transport error") =>
-        {
+        etcd_client::Error::GRpcStatus(status) if unreachable(i32::from(status.code()), status.message()) => {
             Error::Unavailable(format!("etcd: {}", status.message()))
         }
         etcd_client::Error::GRpcStatus(status) => Error::Backend(format!("etcd: {}", status.message())),
@@ -457,7 +467,7 @@ impl Store for EtcdStore {
                     // empty (trivially synced) stream, with a revision ahead of the replay.
                     _ = tick.tick(), if created => {
                         if let Err(e) = stream.request_progress().await {
-                            let _ = tx.send(Err(backend(e))).await;
+                            let _ = tx.send(Err(Error::Unavailable(format!("etcd watch: {e}")))).await;
                             return;
                         }
                         continue;
@@ -472,8 +482,13 @@ impl Store for EtcdStore {
                             .await;
                         return;
                     }
+                    // The stream broke (etcd went away): the watcher must resume, which a 503 tells it.
                     Err(e) => {
-                        let _ = tx.send(Err(backend(e))).await;
+                        let err = match backend(e) {
+                            Error::Backend(message) => Error::Unavailable(message),
+                            other => other,
+                        };
+                        let _ = tx.send(Err(err)).await;
                         return;
                     }
                 };
@@ -555,7 +570,20 @@ impl Store for EtcdStore {
 
 #[cfg(test)]
 mod tests {
-    use super::prefix_end;
+    use super::{prefix_end, unreachable};
+
+    #[test]
+    fn broken_connections_count_as_unreachable() {
+        // Unknown (2) with tonic's wording for a connection that died mid-request.
+        assert!(unreachable(
+            2,
+            "h2 protocol error: error reading a body from connection"
+        ));
+        assert!(unreachable(14, "tcp connect error"));
+        assert!(unreachable(4, "Timeout expired"));
+        // InvalidArgument: etcd answered.
+        assert!(!unreachable(3, "etcdserver: key is not provided"));
+    }
 
     #[test]
     fn prefix_end_increments_the_last_byte() {

@@ -2,6 +2,7 @@
 
 #![allow(dead_code, reason = "each test binary uses a different subset of the helpers")]
 
+pub mod faults;
 pub mod kubectl;
 pub mod python;
 pub mod tls_cluster;

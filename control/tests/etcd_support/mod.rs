@@ -116,6 +116,37 @@ impl Etcd {
         }
     }
 
+    /// Suspends etcd (SIGSTOP): its connections stay open and requests hang until they time out.
+    pub fn freeze(&self) {
+        self.signal("STOP");
+        let pid = self.child.as_ref().expect("etcd is running").id();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        // Field 3 of /proc/PID/stat is the state; T = stopped.
+        while std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| stat.rsplit(") ").next().map(|rest| !rest.starts_with('T')))
+            .unwrap_or(true)
+        {
+            assert!(Instant::now() < deadline, "etcd ({pid}) did not stop within 2 s");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Resumes a frozen etcd (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("etcd is running").id();
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} {pid} failed");
+    }
+
     /// Starts etcd again on the same ports and data dir.
     pub async fn restart(&mut self) {
         self.kill();

@@ -84,7 +84,7 @@ pub async fn apply(state: &Arc<ApiState>, ctx: &Ctx, body: &[u8]) -> Result<Resp
 
 /// Checks the applied configuration and trims it to the fields this URL may write.
 /// Returns the configuration, its resourceVersion precondition and the fieldValidation warnings.
-fn prepare_config(
+pub(crate) fn prepare_config(
     ctx: &Ctx,
     decoded: decode::Decoded,
 ) -> Result<(Value, Option<String>, Vec<String>), ApiError> {

@@ -1,6 +1,6 @@
 //! The default roles and bindings every cluster starts with (kube-apiserver's bootstrap policy, trimmed to
 //! the resources this server serves): cluster-admin, admin/edit/view (aggregated), discovery, basic-user,
-//! public-info-viewer, node and node-proxier.
+//! public-info-viewer, node, node-proxier and kubelet-api-admin (bound to the apiserver's kubelet client).
 
 use serde_json::{Value, json};
 
@@ -245,6 +245,31 @@ fn node_rules() -> Vec<Value> {
         ),
         rule(&["create"], "", &["serviceaccounts/token"]),
         rule(&["get"], "", &["serviceaccounts"]),
+        // The kubelet endpoint's webhook authentication and authorization.
+        rule(&["create"], "authentication.k8s.io", &["tokenreviews"]),
+        rule(
+            &["create"],
+            "authorization.k8s.io",
+            &["subjectaccessreviews", "localsubjectaccessreviews"],
+        ),
+    ]
+}
+
+/// Full use of the node agents' kubelet API (`system:kubelet-api-admin`).
+fn kubelet_api_admin_rules() -> Vec<Value> {
+    vec![
+        rule(&["get", "list", "watch", "proxy"], "", &["nodes"]),
+        rule(
+            &["*"],
+            "",
+            &[
+                "nodes/log",
+                "nodes/metrics",
+                "nodes/proxy",
+                "nodes/stats",
+                "nodes/spec",
+            ],
+        ),
     ]
 }
 
@@ -323,6 +348,11 @@ pub fn objects() -> Vec<(&'static str, Value)> {
         cluster_role("system:node", none.clone(), node_rules()),
         cluster_role("system:node-proxier", none.clone(), proxier_rules()),
         cluster_role(
+            "system:kubelet-api-admin",
+            none.clone(),
+            kubelet_api_admin_rules(),
+        ),
+        cluster_role(
             "system:auth-delegator",
             none,
             vec![
@@ -356,6 +386,11 @@ pub fn objects() -> Vec<(&'static str, Value)> {
             "system:node-proxier",
             "system:node-proxier",
             &[("User", "system:kube-proxy")],
+        ),
+        binding(
+            "system:kube-apiserver-kubelet-client",
+            "system:kubelet-api-admin",
+            &[("User", crate::auth::pki::KUBELET_CLIENT_USER)],
         ),
     ];
     roles
@@ -448,6 +483,28 @@ mod tests {
             )
             .is_err()
         );
+        let kubelet_api = |u: &UserInfo, verb: &str, sub: &str| {
+            p.authorize(
+                u,
+                &Attributes::resource(verb, "", &format!("nodes/{sub}"), "", "n1"),
+            )
+            .is_ok()
+        };
+        let apiserver = user(crate::auth::pki::KUBELET_CLIENT_USER, &[]);
+        assert!(kubelet_api(&apiserver, "get", "proxy") && kubelet_api(&apiserver, "create", "proxy"));
+        assert!(kubelet_api(&apiserver, "get", "log") && kubelet_api(&apiserver, "get", "stats"));
+        assert!(
+            !kubelet_api(&node, "get", "proxy"),
+            "nodes do not read each other's kubelet API"
+        );
+        assert!(!kubelet_api(&user("viewer", &[]), "get", "proxy"));
+        assert!(
+            p.authorize(
+                &node,
+                &Attributes::resource("create", "authorization.k8s.io", "subjectaccessreviews", "", "")
+            )
+            .is_ok()
+        );
         let proxy = user("system:kube-proxy", &[]);
         assert!(
             p.authorize(
@@ -460,5 +517,71 @@ mod tests {
             p.authorize(&proxy, &Attributes::resource("list", "", "secrets", "", ""))
                 .is_err()
         );
+    }
+}
+
+/// What a stored default object needs so that it grants at least what this version's default grants (kube's
+/// auto-reconciliation of bootstrap policy at start): missing rules or subjects are added, nothing is removed, and
+/// objects annotated `rbac.authorization.kubernetes.io/autoupdate: "false"` are left alone. `None`: nothing to do.
+pub fn reconciled(stored: &Value, default: &Value) -> Option<Value> {
+    let annotation = stored
+        .pointer("/metadata/annotations/rbac.authorization.kubernetes.io~1autoupdate")
+        .and_then(Value::as_str);
+    if annotation == Some("false") {
+        return None;
+    }
+    let mut out = stored.clone();
+    let mut changed = false;
+    for list in ["rules", "subjects"] {
+        let Some(wanted) = default.get(list).and_then(Value::as_array) else {
+            continue;
+        };
+        let have = out[list].as_array().cloned().unwrap_or_default();
+        let missing: Vec<Value> = wanted.iter().filter(|w| !have.contains(w)).cloned().collect();
+        if !missing.is_empty() {
+            out[list] = Value::Array(have.into_iter().chain(missing).collect());
+            changed = true;
+        }
+    }
+    changed.then_some(out)
+}
+
+#[cfg(test)]
+mod reconcile_tests {
+    use super::*;
+
+    #[test]
+    fn missing_rules_and_subjects_are_added_and_opted_out_objects_are_kept() {
+        let default = json!({"rules": [rule(&["get"], "", &["pods"]), rule(&["create"], RBAC, &["roles"])],
+            "subjects": [{"kind": "User", "name": "u"}]});
+        let stored = json!({"metadata": {"name": "r"}, "rules": [rule(&["get"], "", &["pods"]), rule(&["list"], "", &["x"])]});
+        let out = reconciled(&stored, &default).expect("a rule and a subject are missing");
+        assert_eq!(
+            out["rules"].as_array().unwrap().len(),
+            3,
+            "kept the extra rule, added the missing one"
+        );
+        assert_eq!(out["subjects"], json!([{"kind": "User", "name": "u"}]));
+        assert_eq!(
+            reconciled(&out, &default),
+            None,
+            "reconciled twice: nothing more to do"
+        );
+        let mut opted_out = stored.clone();
+        opted_out["metadata"]["annotations"] =
+            json!({"rbac.authorization.kubernetes.io/autoupdate": "false"});
+        assert_eq!(reconciled(&opted_out, &default), None);
+    }
+
+    #[test]
+    fn every_default_is_already_reconciled_with_itself() {
+        for (_, object) in objects() {
+            assert_eq!(
+                reconciled(&object, &object),
+                None,
+                "{}",
+                object["metadata"]["name"]
+            );
+        }
     }
 }
