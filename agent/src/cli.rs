@@ -35,7 +35,9 @@ pub enum Command {
     Proxy(Box<ProxyArgs>),
     /// Show what the pinned maps of a node hold (works without a running agent).
     Inspect(InspectArgs),
-    /// Detach and remove every link, program and map Skiff pinned for a node (or for all nodes).
+    /// Remove everything Skiff made for a node: with --node, its pods (processes, network namespaces, veths,
+    /// cgroups), its routes to other nodes, its masquerade table, its pins and its state directory's content;
+    /// with --all, the pins of every node. Idempotent; prints what it removed.
     Cleanup(CleanupArgs),
     /// Remove kube-proxy's iptables chains (nat, filter, mangle; legacy and nft; IPv4 and IPv6) and its nftables
     /// tables from this node, then exit. Idempotent.
@@ -194,6 +196,8 @@ pub enum InspectWhat {
     Conntrack,
     /// Session-affinity (ClientIP) entries.
     Affinity,
+    /// Fill level of every map (entries / max entries), with a pressure line for full maps.
+    Maps,
     /// Explain which backend a flow has or would get, and why.
     Flow {
         /// Client address, e.g. 10.244.1.5:40000.
@@ -223,17 +227,28 @@ impl Proto {
 
 #[derive(Debug, Args)]
 pub struct CleanupArgs {
-    /// Node whose pins to remove.
+    /// Node whose things to remove.
     #[arg(
         long,
+        visible_alias = "node",
         env = "NODE_NAME",
         required_unless_present = "all",
         conflicts_with = "all"
     )]
     pub node_name: Option<String>,
-    /// Remove the pins of every node on this machine.
+    /// Remove the pins of every node on this machine (pins only).
     #[arg(long)]
     pub all: bool,
+    /// The node's state directory (`skiff-agent node --state-dir`) [default: /run/skiff/<node-name>].
+    #[arg(long, value_name = "DIR", conflicts_with = "all")]
+    pub state_dir: Option<PathBuf>,
+    /// The node's network namespace (`skiff-agent node --netns`) [default: as the node's agent recorded it in the
+    /// state directory; with neither, links, routes and the nat table are left alone].
+    #[arg(long, value_name = "NAME", conflicts_with = "all")]
+    pub netns: Option<String>,
+    /// cgroup v2 mount of the node's cgroups [default: as recorded, else /sys/fs/cgroup/unified or /sys/fs/cgroup].
+    #[arg(long, value_name = "PATH", conflicts_with = "all")]
+    pub cgroup: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -567,6 +582,23 @@ mod tests {
         assert!(Cli::try_parse_from(["skiff-agent", "cleanup"]).is_err());
         assert!(Cli::try_parse_from(["skiff-agent", "cleanup", "--all"]).is_ok());
         assert!(Cli::try_parse_from(["skiff-agent", "cleanup", "--all", "--node-name", "x"]).is_err());
+        let cli = Cli::try_parse_from([
+            "skiff-agent",
+            "cleanup",
+            "--node",
+            "n1",
+            "--state-dir",
+            "/s",
+            "--netns",
+            "n1",
+        ])
+        .unwrap();
+        let Command::Cleanup(c) = cli.command else {
+            panic!("not cleanup")
+        };
+        assert_eq!(c.node_name.as_deref(), Some("n1"));
+        assert_eq!(c.state_dir, Some(PathBuf::from("/s")));
+        assert!(Cli::try_parse_from(["skiff-agent", "cleanup", "--all", "--netns", "x"]).is_err());
     }
 
     #[test]

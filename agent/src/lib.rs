@@ -14,4 +14,5 @@ pub mod pods;
 pub mod preflight;
 pub mod proxy;
 pub mod run;
+pub mod service_events;
 pub mod service_health;

@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use skiff_agent::{
     bpf::{
         attach::{AttachConfig, attach_xdp_pass},
-        cleanup::{Removed, cleanup_all, cleanup_node},
+        cleanup::{Removed, cleanup_all},
         ct_gc::CtTimeouts,
         explain::FlowQuery,
         inspect::{What, inspect},
@@ -14,7 +14,9 @@ use skiff_agent::{
         pins::PinDir,
     },
     cli::{self, CleanupArgs, Command, InspectArgs, InspectWhat, ProxyArgs, UplinkChoice, XdpPassArgs},
-    incluster, kube_proxy_cleanup, node_env, preflight,
+    incluster, kube_proxy_cleanup,
+    net::teardown,
+    node_env, preflight,
     proxy::SourceConfig,
     run::{ProxyConfig, run},
 };
@@ -172,6 +174,7 @@ fn inspect_cmd(a: InspectArgs) -> Result<()> {
         InspectWhat::Backends => What::Backends,
         InspectWhat::Conntrack => What::Conntrack,
         InspectWhat::Affinity => What::Affinity,
+        InspectWhat::Maps => What::Maps,
         InspectWhat::Flow { src, dst, proto } => What::Flow(FlowQuery {
             src,
             dst,
@@ -202,12 +205,45 @@ fn report(r: &Removed) {
 }
 
 fn cleanup_cmd(a: CleanupArgs) -> Result<()> {
-    let removed = match (a.all, a.node_name) {
-        (true, _) => cleanup_all()?,
-        (false, Some(node)) => cleanup_node(&node_pin(&node)?)?,
+    let node = match (a.all, a.node_name) {
+        (true, _) => {
+            report(&cleanup_all()?);
+            return Ok(());
+        }
+        (false, Some(node)) => node,
         (false, None) => anyhow::bail!("pass --node-name NODE or --all"),
     };
-    report(&removed);
+    let state_dir = a
+        .state_dir
+        .unwrap_or_else(|| node_pin(&node).map(|p| p.state_dir()).unwrap_or_default());
+    let record = teardown::NodeRecord::load(&state_dir);
+    let network = record.is_some() || a.netns.is_some();
+    let record = record.unwrap_or_default();
+    let cgroup2 = match (a.cgroup, record.cgroup2) {
+        (Some(c), _) => node_env::cgroup2_dir(&c, node_env::is_cgroup2)?,
+        (None, Some(c)) => c,
+        (None, None) => skiff_agent::bpf::attach::default_cgroup(),
+    };
+    let target = teardown::Target {
+        node,
+        state_dir,
+        netns: a.netns.or(record.netns),
+        cgroup2,
+        network,
+    };
+    let r = teardown::teardown(&target);
+    for l in r.lines() {
+        println!("{l}");
+    }
+    if r.is_empty() {
+        println!("nothing to remove for node {}", target.node);
+    }
+    anyhow::ensure!(
+        r.errors.is_empty(),
+        "cleanup of node {} was incomplete:\n  {}",
+        target.node,
+        r.errors.join("\n  ")
+    );
     Ok(())
 }
 

@@ -48,7 +48,13 @@ pub struct Snapshot {
     pub sync_ops: u64,
     pub last_sync_seconds: f64,
     pub ct_gc_deleted: u64,
+    /// Conntrack entries the LRU evicted (seen by the GC passes; a lower bound).
+    pub ct_evictions: u64,
     pub udp_flows_purged: u64,
+    /// Services refused for lack of map room right now: (namespace, name, short resource).
+    pub refused: Vec<(String, String, &'static str)>,
+    /// Refusals so far (a Service refused again for the same reason counts once).
+    pub refusals: u64,
 }
 
 /// Shared, cheaply cloneable handle the agent's tasks update.
@@ -224,9 +230,45 @@ impl Collector for DataplaneCollector {
         )?;
         counter_family(
             &mut enc,
+            "skiff_conntrack_evictions",
+            "Conntrack entries the LRU evicted under pressure after living through a GC pass (a lower bound)",
+            &[(none.clone(), s.ct_evictions)],
+        )?;
+        counter_family(
+            &mut enc,
             "skiff_udp_flows_purged",
             "UDP conntrack entries removed with their backend",
-            &[(none, s.udp_flows_purged)],
+            &[(none.clone(), s.udp_flows_purged)],
+        )?;
+        gauge_family(
+            &mut enc,
+            "skiff_services_refused",
+            "Services not programmed (or kept at their previous programming) because they do not fit the maps",
+            &[(none.clone(), s.refused.len() as f64)],
+        )?;
+        let refused: Vec<(Labels, f64)> = s
+            .refused
+            .iter()
+            .map(|(ns, name, res)| {
+                let labels: Labels = vec![
+                    ("namespace", ns.clone()),
+                    ("name", name.clone()),
+                    ("resource", res.to_string()),
+                ];
+                (labels, 1.0)
+            })
+            .collect();
+        gauge_family(
+            &mut enc,
+            "skiff_service_refused",
+            "1 for each Service refused for lack of room, labelled with the map it does not fit",
+            &refused,
+        )?;
+        counter_family(
+            &mut enc,
+            "skiff_service_refusals",
+            "Times a Service was refused for lack of map room",
+            &[(none, s.refusals)],
         )?;
         Ok(())
     }
@@ -334,6 +376,9 @@ mod tests {
             s.syncs = 3;
             s.maps.insert("affinity", (1, 65_536));
             s.maps.insert("conntrack", (10, 262_144));
+            s.refused = vec![("default".into(), "big".into(), "backends")];
+            s.refusals = 2;
+            s.ct_evictions = 5;
         });
         m.observe_sync(Duration::from_millis(3));
         let out = render(&registry(pin, m));
@@ -344,6 +389,13 @@ mod tests {
             out.contains("skiff_map_max_entries{map=\"conntrack\"} 262144"),
             "{out}"
         );
+        assert!(out.contains("skiff_services_refused 1"), "{out}");
+        assert!(
+            out.contains("skiff_service_refused{namespace=\"default\",name=\"big\",resource=\"backends\"} 1"),
+            "{out}"
+        );
+        assert!(out.contains("skiff_service_refusals_total 2"), "{out}");
+        assert!(out.contains("skiff_conntrack_evictions_total 5"), "{out}");
         assert!(
             !out.contains("skiff_service_packets"),
             "datapath counters need the maps: {out}"

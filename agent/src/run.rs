@@ -12,7 +12,7 @@ use tokio::{signal::unix::SignalKind, sync::mpsc};
 use crate::{
     bpf::{
         attach::{AttachConfig, Attacher},
-        ct_gc::{CtTimeouts, gc_pass},
+        ct_gc::{CtTimeouts, Evictions, gc_pass_counting},
         loader::{MapSizes, load},
         maps::{FlowMaps, NodeConfig, ServiceMaps, fmt_service_key, write_config},
         names::{Names, split_service_name},
@@ -24,8 +24,12 @@ use crate::{
     kube_proxy_cleanup,
     metrics::{self, Metrics, ServiceLabels},
     proxy::{Change, Desired, NodeInfo, Planner, SourceConfig, inputs::NodeInput, spawn_source},
+    service_events::{self, ServiceEvents},
     service_health,
 };
+
+/// While a Service is refused for lack of map room, a sync runs at least this often to try it again.
+const REFUSED_RETRY: Duration = Duration::from_secs(5);
 
 /// Everything `proxy` needs.
 pub struct ProxyConfig {
@@ -78,17 +82,30 @@ struct Syncer {
     metrics: Metrics,
     node_name: String,
     node_ip: Ipv4Addr,
+    /// Writes Events about refused Services (only when watching an apiserver).
+    events: Option<ServiceEvents>,
 }
 
 impl Syncer {
     /// Recomputes the Services the changes touched and writes what differs (the whole state after a restore).
     fn sync(&mut self, desired: &mut Desired) -> Result<()> {
         let t0 = Instant::now();
+        let cpu0 = thread_cpu_time();
         let node = node_info(&self.node_name, self.node_ip, desired.node(&self.node_name));
         let t_node = t0.elapsed();
         let delta = desired.update(&node);
         let t_desired = t0.elapsed();
-        let ops = if self.planner.needs_full() {
+        let full = self.planner.needs_full();
+        // Service names (the names file and the metrics labels) change only when a frontend appears, goes, or
+        // changes hands: an endpoint change leaves them alone.
+        let names_changed = full
+            || !delta.removed.is_empty()
+            || delta.upserts.iter().any(|fe| {
+                self.planner
+                    .describe_service(&fe.key())
+                    .is_none_or(|d| d != fe.origin.to_string())
+            });
+        let ops = if full {
             self.planner.plan(&desired.state())
         } else {
             self.planner.plan_delta(&delta.upserts, &delta.removed)
@@ -96,8 +113,10 @@ impl Syncer {
         let t_plan = t0.elapsed();
         let res = self.maps.apply(&ops);
         let took = t0.elapsed();
+        let cpu = thread_cpu_time().saturating_sub(cpu0);
         match res {
             Ok(stats) => {
+                service_events::report(&mut self.planner, &self.metrics, self.events.as_ref());
                 tracing::info!(
                     ops = stats.ops,
                     frontends = self.planner.contents().services.len(),
@@ -108,10 +127,11 @@ impl Syncer {
                     node_ms = t_node.as_secs_f64() * 1000.0,
                     desired_ms = t_desired.as_secs_f64() * 1000.0,
                     plan_ms = (t_plan - t_desired).as_secs_f64() * 1000.0,
+                    cpu_ms = cpu.as_secs_f64() * 1000.0,
                     took_ms = took.as_secs_f64() * 1000.0,
                     "synced"
                 );
-                self.publish(stats.ops, stats.udp_flows_purged, took);
+                self.publish(stats.ops, stats.udp_flows_purged, took, names_changed);
                 Ok(())
             }
             Err(e) => {
@@ -121,17 +141,44 @@ impl Syncer {
                     .maps
                     .read_contents()
                     .context("re-reading maps after a failed sync")?;
-                self.planner = Planner::restore(current);
+                self.planner = Planner::restore_with_limits(current, self.maps.limits());
                 Err(e).context("applying the plan")
             }
         }
     }
 
-    fn publish(&self, ops: usize, purged: usize, took: Duration) {
+    /// Publishes the sync's figures; the per-Service names and labels (a pass over every frontend) only when
+    /// `names_changed`.
+    fn publish(&self, ops: usize, purged: usize, took: Duration, names_changed: bool) {
         let c = self.planner.contents();
+        let services = names_changed.then(|| self.service_names());
+        let backends = c
+            .backends
+            .iter()
+            .map(|(id, b)| (*id, crate::bpf::table::addr_port(b.addr_be, b.port_be)))
+            .collect();
+        let (svc_cap, be_cap) = self.maps.capacities();
+        let (n_svc, n_be) = (c.services.len() as u64, c.backends.len() as u64);
+        self.metrics.observe_sync(took);
+        self.metrics.update(|s| {
+            if let Some(services) = services {
+                s.services = services;
+            }
+            s.backends = backends;
+            s.maps.insert("services", (n_svc, u64::from(svc_cap)));
+            s.maps.insert("backends", (n_be, u64::from(be_cap)));
+            s.syncs += 1;
+            s.sync_ops += ops as u64;
+            s.udp_flows_purged += purged as u64;
+            s.last_sync_seconds = took.as_secs_f64();
+        });
+    }
+
+    /// Writes the names file for `inspect` and returns the metrics labels of every service entry.
+    fn service_names(&self) -> std::collections::BTreeMap<u32, ServiceLabels> {
         let mut names = Names::default();
         let mut services = std::collections::BTreeMap::new();
-        for (k, v) in &c.services {
+        for (k, v) in &self.planner.contents().services {
             let desc = self.planner.describe_service(k);
             if let Some(d) = &desc {
                 names.insert(k, d.clone());
@@ -150,25 +197,23 @@ impl Syncer {
         if let Err(e) = names.store(&self.pin.names_file()) {
             tracing::warn!(error = %e, "writing the names file for inspect");
         }
-        let backends = c
-            .backends
-            .iter()
-            .map(|(id, b)| (*id, crate::bpf::table::addr_port(b.addr_be, b.port_be)))
-            .collect();
-        let (svc_cap, be_cap) = self.maps.capacities();
-        let (n_svc, n_be) = (c.services.len() as u64, c.backends.len() as u64);
-        self.metrics.observe_sync(took);
-        self.metrics.update(|s| {
-            s.services = services;
-            s.backends = backends;
-            s.maps.insert("services", (n_svc, u64::from(svc_cap)));
-            s.maps.insert("backends", (n_be, u64::from(be_cap)));
-            s.syncs += 1;
-            s.sync_ops += ops as u64;
-            s.udp_flows_purged += purged as u64;
-            s.last_sync_seconds = took.as_secs_f64();
-        });
+        services
     }
+}
+
+/// CPU time the calling thread has used (zero if the clock cannot be read): next to a wall time, it tells work
+/// from waiting for a CPU.
+fn thread_cpu_time() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec to the valid pointer it is given.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    if rc != 0 {
+        return Duration::ZERO;
+    }
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 /// Conntrack GC, forever (runs the scans on the blocking pool).
@@ -176,14 +221,17 @@ async fn gc_loop(pin: PinDir, cfg: (CtTimeouts, Duration, usize), metrics: Metri
     let (timeouts, every, batch) = cfg;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let evictions = Arc::new(std::sync::Mutex::new(Evictions::default()));
     loop {
         tick.tick().await;
-        let pin = pin.clone();
+        let (pin, evictions) = (pin.clone(), evictions.clone());
         let r = tokio::task::spawn_blocking(move || {
             let mut flows = FlowMaps::open(&pin)?;
             let cap = flows.conntrack_capacity();
             let affinity = (flows.affinity_entries().len(), flows.affinity_capacity());
-            gc_pass(&mut flows, &timeouts, monotonic_ns(), batch).map(|s| (s, cap, affinity))
+            let mut evictions = evictions.lock().expect("evictions lock");
+            gc_pass_counting(&mut flows, &timeouts, monotonic_ns(), batch, &mut evictions)
+                .map(|s| (s, cap, affinity))
         })
         .await;
         match r {
@@ -193,6 +241,7 @@ async fn gc_loop(pin: PinDir, cfg: (CtTimeouts, Duration, usize), metrics: Metri
                 }
                 metrics.update(|m| {
                     m.ct_gc_deleted += s.deleted as u64;
+                    m.ct_evictions += s.evicted as u64;
                     m.maps.insert("conntrack", (s.remaining as u64, u64::from(cap)));
                     m.maps.insert("affinity", (aff as u64, u64::from(aff_cap)));
                 });
@@ -259,13 +308,19 @@ pub async fn run(cfg: ProxyConfig) -> Result<()> {
         "restored from the pinned maps"
     );
     let metrics = Metrics::default();
+    let limits = maps.limits();
+    let events = match &cfg.source {
+        SourceConfig::Kube(client) => Some(ServiceEvents::spawn(client.clone(), cfg.node_name.clone())),
+        SourceConfig::Manifests(_) => None,
+    };
     let mut syncer = Syncer {
         pin: pin.clone(),
         maps,
-        planner: Planner::restore(restored),
+        planner: Planner::restore_with_limits(restored, limits),
         metrics: metrics.clone(),
         node_name: cfg.node_name.clone(),
         node_ip,
+        events,
     };
 
     let listener = metrics::bind(cfg.metrics_addr)
@@ -341,7 +396,9 @@ pub async fn run(cfg: ProxyConfig) -> Result<()> {
                 if std::mem::take(&mut received) >= BURST_CHANGES {
                     release_spare_memory(&mut desired);
                 }
-                None
+                // A refused Service may fit once other Services freed room: try again even if nothing changes.
+                (syncer.planner.refused().next().is_some())
+                    .then(|| tokio::time::Instant::now() + REFUSED_RETRY)
             }
             Err(e) => {
                 tracing::error!(error = format!("{e:#}"), "sync failed; retrying in 1s");
@@ -377,6 +434,22 @@ fn release_spare_memory(desired: &mut Desired) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn thread_cpu_time_counts_this_threads_work() {
+        let before = thread_cpu_time();
+        let mut x = 0u64;
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_millis(20) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        let used = thread_cpu_time() - before;
+        assert!(used >= Duration::from_millis(5), "busy 20 ms, counted {used:?}");
+        // Sleeping uses no CPU.
+        let before = thread_cpu_time();
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(thread_cpu_time() - before < Duration::from_millis(10));
+    }
 
     #[test]
     fn configured_node_ip_comes_first() {

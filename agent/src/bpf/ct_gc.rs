@@ -1,5 +1,6 @@
-//! Conntrack garbage collection: which entries are idle too long (pure), and one bounded GC pass over the map.
-use std::time::Duration;
+//! Conntrack garbage collection: which entries are idle too long (pure), and one bounded GC pass over the map; the
+//! passes also count the entries the LRU evicted under pressure.
+use std::{collections::HashSet, time::Duration};
 
 use skiff_common::{CtKey, CtValue, PROTO_TCP, ct_flags};
 
@@ -51,6 +52,31 @@ pub struct GcStats {
     pub deleted: usize,
     /// Entries left after the pass.
     pub remaining: usize,
+    /// Entries the LRU evicted since the previous pass (see `Evictions`).
+    pub evicted: usize,
+}
+
+/// Counts LRU evictions between GC passes: an entry present at one pass that is gone at the next without the GC
+/// having deleted it was evicted (or purged with its UDP backend). A lower bound: an entry created and evicted
+/// between two passes is never seen. Every eviction counted here is a flow that had lived through a pass, so a
+/// rising count means established flows lose their conntrack state (see `tests/tests/map_pressure.rs` for what the
+/// datapath does then).
+#[derive(Debug, Default)]
+pub struct Evictions {
+    previous: HashSet<CtKey>,
+}
+
+impl Evictions {
+    /// Takes the keys present now and those this pass deletes; returns how many vanished since the last pass.
+    pub fn observe(&mut self, present: impl IntoIterator<Item = CtKey>, deleted: &[CtKey]) -> usize {
+        let mut current: HashSet<CtKey> = present.into_iter().collect();
+        let evicted = self.previous.iter().filter(|k| !current.contains(k)).count();
+        for k in deleted {
+            current.remove(k);
+        }
+        self.previous = current;
+        evicted
+    }
 }
 
 /// Picks up to `max_deletes` expired entries from `entries` (pure; the rest wait for the next tick).
@@ -75,15 +101,28 @@ pub fn gc_pass(
     now_ns: u64,
     max_deletes: usize,
 ) -> Result<GcStats, MapsError> {
+    gc_pass_counting(maps, t, now_ns, max_deletes, &mut Evictions::default())
+}
+
+/// `gc_pass`, also counting the evictions since the previous pass that used `evictions`.
+pub fn gc_pass_counting(
+    maps: &mut FlowMaps,
+    t: &CtTimeouts,
+    now_ns: u64,
+    max_deletes: usize,
+    evictions: &mut Evictions,
+) -> Result<GcStats, MapsError> {
     let entries = maps.conntrack_entries();
     let victims = select_expired(&entries, t, now_ns, max_deletes);
     for k in &victims {
         maps.delete_ct(k)?;
     }
+    let evicted = evictions.observe(entries.iter().map(|(k, _)| *k), &victims);
     Ok(GcStats {
         scanned: entries.len(),
         deleted: victims.len(),
         remaining: entries.len() - victims.len(),
+        evicted,
     })
 }
 
@@ -133,6 +172,20 @@ mod tests {
         let t = CtTimeouts::default();
         let (k, v) = entry(PROTO_UDP, 0, 200);
         assert!(!t.expired(&k, &v, 100 * S));
+    }
+
+    #[test]
+    fn entries_gone_without_a_gc_delete_count_as_evicted() {
+        let key = |p: u16| CtKey {
+            sport_be: p,
+            ..Default::default()
+        };
+        let mut e = Evictions::default();
+        assert_eq!(e.observe([key(1), key(2), key(3)], &[key(3)]), 0);
+        // 3 was deleted by the GC, 2 vanished: one eviction; 4 and 5 are new.
+        assert_eq!(e.observe([key(1), key(4), key(5)], &[]), 1);
+        assert_eq!(e.observe([key(1)], &[]), 2);
+        assert_eq!(e.observe([key(1)], &[]), 0);
     }
 
     #[test]

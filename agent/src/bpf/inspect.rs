@@ -7,7 +7,7 @@ use skiff_common::{
 
 use super::{
     explain::{FlowQuery, explain, service_flags},
-    maps::{FlowMaps, MapsError, ServiceMaps, fmt_service_key},
+    maps::{Fill, FlowMaps, MapsError, ServiceMaps, fill_levels, fmt_service_key},
     names::Names,
     pins::PinDir,
     sys::monotonic_ns,
@@ -22,6 +22,8 @@ pub enum What {
     Backends,
     Conntrack,
     Affinity,
+    /// Fill level of every map (pressure).
+    Maps,
     Flow(FlowQuery),
 }
 
@@ -36,6 +38,7 @@ pub fn inspect(pin: &PinDir, what: &What) -> Result<String, MapsError> {
         What::Backends => render_backends(&contents, &names),
         What::Conntrack => render_conntrack(&FlowMaps::open(pin)?.conntrack_entries(), &contents, now),
         What::Affinity => render_affinity(&FlowMaps::open(pin)?.affinity_entries(), &contents, &names, now),
+        What::Maps => render_maps(&fill_levels(pin)?, possible_cpus()),
         What::Flow(q) => {
             let flows = FlowMaps::open(pin)?;
             explain(
@@ -163,6 +166,101 @@ pub fn render_backends(c: &MapContents, names: &Names) -> String {
         ]);
     }
     format!("{}{} backends\n", t.render(), t.len())
+}
+
+/// Fill at or above which a map is reported as under pressure.
+const PRESSURE_PERCENT: f64 = 90.0;
+
+/// What a full map means for traffic, for the pressure lines.
+fn full_means(map: &str) -> &'static str {
+    match map {
+        "conntrack" => {
+            "LRU: new flows evict the least recently used entries; an idle flow that lost them is selected anew"
+        }
+        "affinity" | "sock_rev_nat" => "LRU: the least recently used entries are evicted",
+        _ => "Services that do not fit are refused (skiff_services_refused, Events)",
+    }
+}
+
+/// The kernel's CPUs (`/sys/devices/system/cpu/possible`, e.g. `0-1` or `0-3,8`); 1 if it cannot be read.
+fn possible_cpus() -> u32 {
+    std::fs::read_to_string("/sys/devices/system/cpu/possible")
+        .ok()
+        .and_then(|s| parse_cpu_list(&s))
+        .unwrap_or(1)
+}
+
+/// Counts the CPUs of a kernel CPU list.
+fn parse_cpu_list(s: &str) -> Option<u32> {
+    let mut n = 0;
+    for part in s.trim().split(',').filter(|p| !p.is_empty()) {
+        n += match part.split_once('-') {
+            Some((a, b)) => b.parse::<u32>().ok()?.checked_sub(a.parse().ok()?)? + 1,
+            None => {
+                part.parse::<u32>().ok()?;
+                1
+            }
+        };
+    }
+    (n > 0).then_some(n)
+}
+
+/// Entries at which an LRU map is as full as it gets: the kernel keeps up to `clamp(max / cpus / 2, 1, 128)` free
+/// entries per CPU and evicts a batch when a CPU runs out, so a thrashing LRU map holds between this and `max`.
+pub fn lru_full_at(max: u64, cpus: u32) -> u64 {
+    let cpus = u64::from(cpus.max(1));
+    let per_cpu = (max / cpus / 2).clamp(1, 128);
+    max.saturating_sub(per_cpu * cpus)
+}
+
+/// The fill level of every map, and a pressure line for each one at or above `PRESSURE_PERCENT` (an LRU map: at
+/// `lru_full_at`).
+pub fn render_maps(fills: &[Fill], cpus: u32) -> String {
+    let mut t = Table::new(&["MAP", "ENTRIES", "MAX", "FILL"]);
+    let mut pressure = Vec::new();
+    for f in fills {
+        let pct = if f.max_entries == 0 {
+            0.0
+        } else {
+            f.entries as f64 * 100.0 / f.max_entries as f64
+        };
+        t.row(vec![
+            f.map.to_string(),
+            f.entries.to_string(),
+            f.max_entries.to_string(),
+            format!("{pct:.1}%"),
+        ]);
+        let line = if f.lru {
+            let full_at = lru_full_at(f.max_entries, cpus);
+            (f.max_entries > 0 && f.entries >= full_at).then(|| {
+                format!(
+                    "full ({}/{}; an LRU map keeps up to {} entries free)",
+                    f.entries,
+                    f.max_entries,
+                    f.max_entries - full_at
+                )
+            })
+        } else {
+            (pct >= PRESSURE_PERCENT).then(|| {
+                let state = if f.entries >= f.max_entries {
+                    "full"
+                } else {
+                    "nearly full"
+                };
+                format!("{state} ({}/{})", f.entries, f.max_entries)
+            })
+        };
+        if let Some(line) = line {
+            pressure.push(format!("pressure: {} {line}: {}\n", f.map, full_means(f.map)));
+        }
+    }
+    let mut out = t.render();
+    if pressure.is_empty() {
+        out.push_str("pressure: none\n");
+    } else {
+        out.extend(pressure);
+    }
+    out
 }
 
 fn ct_kind_name(k: u8) -> &'static str {
@@ -343,6 +441,62 @@ mod tests {
             "{out}"
         );
         assert!(out.ends_with("2 backends\n"));
+    }
+
+    #[test]
+    fn maps_view_shows_fill_and_pressure() {
+        let f = |map, entries, max_entries| Fill {
+            map,
+            entries,
+            max_entries,
+            lru: false,
+        };
+        let lru = |map, entries, max_entries| Fill {
+            lru: true,
+            ..f(map, entries, max_entries)
+        };
+        let out = render_maps(
+            &[
+                f("services", 3, 64),
+                f("slots", 256, 256),
+                f("affinity", 95, 100),
+                lru("conntrack", 130, 256),
+            ],
+            2,
+        );
+        let lines: Vec<&str> = out.lines().collect();
+        assert!(lines[0].starts_with("MAP"), "{out}");
+        assert!(
+            lines[1].starts_with("services") && lines[1].ends_with("4.7%"),
+            "{out}"
+        );
+        assert!(lines[2].contains("256") && lines[2].ends_with("100.0%"), "{out}");
+        assert!(
+            out.contains("pressure: slots full (256/256): Services that do not fit"),
+            "{out}"
+        );
+        assert!(
+            out.contains("pressure: conntrack full (130/256; an LRU map keeps up to 128 entries free): LRU"),
+            "{out}"
+        );
+        assert!(out.contains("pressure: affinity nearly full (95/100)"), "{out}");
+        assert!(!out.contains("pressure: services"), "{out}");
+        assert_eq!(
+            render_maps(&[f("services", 1, 64), lru("conntrack", 100, 256)], 2)
+                .lines()
+                .last(),
+            Some("pressure: none")
+        );
+    }
+
+    #[test]
+    fn lru_fullness_follows_the_kernels_per_cpu_free_lists() {
+        assert_eq!(lru_full_at(256, 2), 128);
+        assert_eq!(lru_full_at(262_144, 2), 262_144 - 256);
+        assert_eq!(lru_full_at(4, 8), 0);
+        assert_eq!(parse_cpu_list("0-1\n"), Some(2));
+        assert_eq!(parse_cpu_list("0-3,8"), Some(5));
+        assert_eq!(parse_cpu_list("x"), None);
     }
 
     #[test]

@@ -7,11 +7,14 @@ use aya::{
 };
 use skiff_common::{
     AffinityKey, AffinityValue, Backend, Config, Counters, CtKey, CtValue, DropReason, PROTO_UDP, RevNat,
-    ServiceKey, ServiceValue, SlotKey, SlotValue, maps,
+    ServiceKey, ServiceValue, SlotKey, SlotValue, SockRevNatKey, SockRevNatValue, maps,
 };
 
 use super::pins::PinDir;
-use crate::proxy::model::{MapContents, MapOp};
+use crate::proxy::{
+    capacity::Limits,
+    model::{MapContents, MapOp},
+};
 
 /// Errors on map access.
 #[derive(Debug, thiserror::Error)]
@@ -190,6 +193,57 @@ impl ServiceMaps {
     pub fn capacities(&self) -> (u32, u32) {
         (max_entries(&self.services), max_entries(&self.backends))
     }
+
+    /// The sizes the planner must plan within (the pinned maps' own, which may differ from the flags: a pinned map
+    /// keeps its size).
+    pub fn limits(&self) -> Limits {
+        Limits {
+            services: max_entries(&self.services),
+            backends: max_entries(&self.backends),
+            slots: max_entries(&self.slots),
+            rev_nat: max_entries(&self.rev_nat),
+        }
+    }
+}
+
+/// Fill level of one map: entries and capacity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fill {
+    pub map: &'static str,
+    pub entries: u64,
+    pub max_entries: u64,
+    /// An LRU map (evicts when full instead of refusing inserts).
+    pub lru: bool,
+}
+
+/// Entries and capacity of every map a node's pressure shows in (counted by iterating, so O(entries)).
+pub fn fill_levels(pin: &PinDir) -> Result<Vec<Fill>> {
+    fn count<K: aya::Pod, V: aya::Pod>(name: &'static str, m: &HashMap<MapData, K, V>) -> Fill {
+        use aya::maps::IterableMap;
+        let lru = IterableMap::<K, V>::map(m)
+            .info()
+            .ok()
+            .and_then(|i| i.map_type().ok())
+            .is_some_and(|t| t == aya::maps::MapType::LruHash);
+        Fill {
+            map: name,
+            entries: m.keys().filter(|k| k.is_ok()).count() as u64,
+            max_entries: u64::from(max_entries(m)),
+            lru,
+        }
+    }
+    let svc = ServiceMaps::open(pin)?;
+    let flows = FlowMaps::open(pin)?;
+    let sock: HashMap<MapData, SockRevNatKey, SockRevNatValue> = typed(pin, maps::SOCK_REV_NAT)?;
+    Ok(vec![
+        count("services", &svc.services),
+        count("backends", &svc.backends),
+        count("slots", &svc.slots),
+        count("rev_nat", &svc.rev_nat),
+        count("conntrack", &flows.conntrack),
+        count("sock_rev_nat", &sock),
+        count("affinity", &flows.affinity),
+    ])
 }
 
 /// Conntrack and affinity, for GC and `inspect`.

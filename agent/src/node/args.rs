@@ -43,13 +43,25 @@ pub struct NodeArgs {
     /// Node uplink: XDP for NodePort / LoadBalancer / ExternalIP traffic (none without it).
     #[arg(long, value_name = "IFACE")]
     pub uplink: Option<String>,
-    /// Port of the log endpoint the apiserver proxies `kubectl logs` to (published in the Node status).
+    /// Port of the kubelet endpoint (HTTPS) the apiserver proxies `kubectl logs` to (published in the Node status).
     #[arg(long, default_value_t = 10250)]
     pub kubelet_port: u16,
-    /// An address in the host namespace where the log endpoint is served too and which is published first as
-    /// InternalIP, for an apiserver that cannot reach the node address (a lab on one machine: 127.0.0.1).
+    /// An address in the host namespace where the kubelet endpoint is served too, published in the Node's
+    /// `skiff.dev/kubelet-address` annotation for an apiserver that cannot reach the node address (a lab on one
+    /// machine: 127.0.0.1).
     #[arg(long, value_name = "IP")]
     pub kubelet_address: Option<Ipv4Addr>,
+    /// Serving certificate (PEM) of the kubelet endpoint [default: a self-signed one for the node's addresses,
+    /// kept in <state-dir>/pki].
+    #[arg(long, value_name = "FILE", requires = "tls_private_key_file")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of `--tls-cert-file`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert_file")]
+    pub tls_private_key_file: Option<PathBuf>,
+    /// CA bundle (PEM) that client certificates of the kubelet endpoint must chain to [default: the
+    /// certificate authority of the kubeconfig].
+    #[arg(long, value_name = "FILE")]
+    pub client_ca_file: Option<PathBuf>,
     /// cgroup v2 mount (hybrid-layout roots are accepted) [default: /sys/fs/cgroup/unified or /sys/fs/cgroup].
     #[arg(long, value_name = "PATH")]
     pub cgroup: Option<PathBuf>,
@@ -68,6 +80,8 @@ pub struct NodeArgs {
     /// Source port range for SNAT of remote-backend NodePort flows.
     #[arg(long, value_name = "MIN-MAX", default_value = "40000-60999", value_parser = crate::cli::parse_port_range)]
     pub snat_ports: (u16, u16),
+    #[command(flatten)]
+    pub masquerade: crate::net::masquerade::MasqueradeArgs,
 }
 
 #[cfg(test)]
@@ -100,6 +114,20 @@ mod tests {
         assert_eq!(t.a.capacity["memory"], "4Gi");
         assert_eq!(t.a.pod_cidr.unwrap().to_string(), "10.244.1.0/24");
         assert_eq!(t.a.kubelet_port, 10250);
+        assert!(t.a.tls_cert_file.is_none() && t.a.client_ca_file.is_none());
+        assert!(
+            T::try_parse_from([
+                "x",
+                "--kubeconfig",
+                "/k",
+                "--node-name",
+                "n",
+                "--tls-cert-file",
+                "/c"
+            ])
+            .is_err(),
+            "a serving certificate needs its key"
+        );
         assert!(
             T::try_parse_from(["x", "--kubeconfig", "/k", "--node-name", "n", "--capacity", "cpu"]).is_err()
         );

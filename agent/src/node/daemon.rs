@@ -11,7 +11,12 @@ use anyhow::{Context, Result, bail};
 use tokio::sync::watch;
 
 use super::{
-    args::NodeArgs, capacity, heartbeat, logs_http, node_status::NodeFacts, peers, pod_manager,
+    args::NodeArgs,
+    capacity, heartbeat,
+    kubelet_server::{self, KubeletServer, auth::Gate, tls},
+    logs_http,
+    node_status::NodeFacts,
+    peers, pod_manager,
     pod_worker::NodeCtx,
 };
 use crate::{
@@ -66,12 +71,39 @@ fn kernel() -> String {
         .unwrap_or_default()
 }
 
-async fn kube_client(path: &Path) -> Result<kube::Client> {
+async fn kube_config(path: &Path) -> Result<kube::Config> {
     let kc = kube::config::Kubeconfig::read_from(path)
         .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-    let config =
-        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?;
-    Ok(kube::Client::try_from(config)?)
+    Ok(kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?)
+}
+
+/// TLS of the kubelet endpoint: `--tls-cert-file` or a self-signed certificate for the node's addresses;
+/// client certificates verified against `--client-ca-file`, else the kubeconfig's CA.
+fn kubelet_tls(
+    a: &NodeArgs,
+    state_dir: &Path,
+    addresses: &[std::net::IpAddr],
+    kubeconfig_ca: Option<Vec<Vec<u8>>>,
+) -> Result<Arc<rustls::ServerConfig>> {
+    let serving = match (&a.tls_cert_file, &a.tls_private_key_file) {
+        (Some(c), Some(k)) => tls::from_files(c, k)?,
+        _ => tls::self_signed(
+            &state_dir.join("pki"),
+            &a.node_name,
+            &tls::serving_names(&a.node_name, addresses),
+        )?,
+    };
+    let cas = match &a.client_ca_file {
+        Some(f) => tls::ca_file(f)?,
+        None => kubeconfig_ca.unwrap_or_default(),
+    };
+    if cas.is_empty() {
+        tracing::warn!(
+            "no client CA (no --client-ca-file and no certificate authority in the kubeconfig): the kubelet \
+             endpoint accepts bearer tokens only"
+        );
+    }
+    Ok(tls::server_config(&serving, &cas)?)
 }
 
 /// Registers the Node, retrying with backoff until the apiserver answers (or SIGINT/SIGTERM).
@@ -167,11 +199,18 @@ pub fn main(a: NodeArgs) -> Result<()> {
     std::fs::create_dir_all(&pods_cgroup)
         .with_context(|| format!("creating cgroup {}", pods_cgroup.display()))?;
     let node_ns = a.netns.as_deref().map(Netns::named).unwrap_or(Netns::Current);
+    crate::net::teardown::NodeRecord {
+        netns: a.netns.clone(),
+        cgroup2: Some(cg2.clone()),
+    }
+    .save(&state_dir)
+    .with_context(|| format!("recording the node in {}", state_dir.display()))?;
     nl::write_sysctl(&node_ns, "net/ipv4/ip_forward", "1").context("enabling IPv4 forwarding on the node")?;
 
     let mut rcfg = RuntimeConfig::for_node(&node)?;
     rcfg.state_root = state_dir.join("pods");
     rcfg.cgroup_root = Some(pods_cgroup.clone());
+    rcfg.cluster_ca = crate::pods::sa_token::cluster_ca(&a.kubeconfig);
     let runtime = PodRuntime::new(rcfg);
 
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
@@ -198,7 +237,11 @@ pub fn main(a: NodeArgs) -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let client = kube_client(&a.kubeconfig).await?;
+        let config = kube_config(&a.kubeconfig).await?;
+        let mut addresses = vec![std::net::IpAddr::V4(node_ip)];
+        addresses.extend(a.kubelet_address.map(std::net::IpAddr::V4));
+        let tls = kubelet_tls(&a, &state_dir, &addresses, config.root_cert.clone())?;
+        let client = kube::Client::try_from(config)?;
         let registered = register_with_retry(&client, &facts).await?;
         let registered = wait_for_pod_cidr(&client, registered, a.pod_cidr).await;
         let assigned = registered.spec.as_ref().and_then(|s| s.pod_cidr.as_deref());
@@ -224,6 +267,15 @@ pub fn main(a: NodeArgs) -> Result<()> {
             ready_tx,
             stop_rx.clone(),
         ));
+        let masquerade = crate::net::masquerade_sync::start(
+            client.clone(),
+            &a.masquerade,
+            a.netns.clone(),
+            a.uplink.clone(),
+            pod_cidr,
+            stop_rx.clone(),
+        )
+        .await;
         let ctx = Arc::new(NodeCtx {
             client: client.clone(),
             node_name: node.clone(),
@@ -234,15 +286,18 @@ pub fn main(a: NodeArgs) -> Result<()> {
             pod_cidr,
             logs: logs_http::LogTargets::default(),
         });
+        let kubelet = Arc::new(KubeletServer {
+            node: node.clone(),
+            tls,
+            gate: Gate::new(client.clone()),
+            logs: ctx.logs.clone(),
+            pod_root: runtime.config().state_root.clone(),
+        });
         let mut servers = Vec::new();
         for l in listeners {
             let l = tokio::net::TcpListener::from_std(l)?;
-            tracing::info!(addr = %l.local_addr()?, "serving container logs");
-            servers.push(tokio::spawn(logs_http::serve(
-                l,
-                ctx.logs.clone(),
-                runtime.config().state_root.clone(),
-            )));
+            tracing::info!(addr = %l.local_addr()?, "serving the kubelet endpoint (HTTPS)");
+            servers.push(tokio::spawn(kubelet_server::serve(l, Arc::clone(&kubelet))));
         }
         let manager = tokio::spawn(pod_manager::run(ctx, stop_rx));
 
@@ -280,6 +335,9 @@ pub fn main(a: NodeArgs) -> Result<()> {
         }
         hb.abort();
         routes.abort();
+        if let Some(m) = masquerade {
+            m.abort();
+        }
         tracing::info!("node agent stopped; pods keep running");
         dataplane
     })

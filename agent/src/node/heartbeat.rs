@@ -53,7 +53,13 @@ pub async fn register(client: &Client, f: &NodeFacts) -> Result<Node> {
             Err(e) => return Err(e.into()),
         },
     };
-    let mut patch = json!({"metadata": {"labels": node_status::labels(&f.name)}});
+    // Labels and annotations as this agent runs now (an existing Node may come from an earlier configuration); a
+    // kubelet-address annotation no longer wanted is removed (null in a merge patch).
+    let mut annotations = json!({ node_status::KUBELET_ADDRESS_ANNOTATION: null });
+    for (k, v) in node_status::annotations(f) {
+        annotations[k] = json!(v);
+    }
+    let mut patch = json!({"metadata": {"labels": node_status::labels(&f.name), "annotations": annotations}});
     let has_cidr = node.spec.as_ref().and_then(|s| s.pod_cidr.as_ref()).is_some();
     if let (false, Some(c)) = (has_cidr, f.pod_cidr) {
         patch["spec"] = json!({"podCIDR": c.to_string(), "podCIDRs": [c.to_string()]});

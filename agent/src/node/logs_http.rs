@@ -1,20 +1,26 @@
-//! The agent's HTTP endpoint for the apiserver: `GET /containerLogs/<ns>/<pod>/<container>` (the kubelet path the
-//! apiserver proxies `pods/log` to; see control/src/api/pods.rs) and `GET /healthz`.
+//! Container logs of the kubelet endpoint: `GET /containerLogs/<ns>/<pod>/<container>` (the kubelet path the
+//! apiserver proxies `pods/log` to; see control/src/api/pods.rs), served by [`super::kubelet_server`].
 use std::{
     collections::BTreeMap,
+    convert::Infallible,
     io::{Read, Seek, SeekFrom},
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, RwLock},
     time::Duration,
 };
 
-use serde_json::json;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::{TcpListener, TcpStream},
-    sync::watch,
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt, channel::mpsc};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::{
+    Response,
+    body::Frame,
+    header::{CONTENT_TYPE, HeaderValue},
 };
+use serde_json::json;
+use tokio::sync::watch;
 
+use super::kubelet_server::{Body, reply};
 use crate::pods::{layout::PodDir, logs, status::PodView};
 
 /// A pod whose logs can be read: its UID and live status.
@@ -152,116 +158,86 @@ pub fn attempt(view: &PodView, req: &LogRequest) -> Result<u32, Refusal> {
     }
 }
 
-/// Serves until the listener fails.
-pub async fn serve(listener: TcpListener, targets: LogTargets, state_root: PathBuf) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, _)) => {
-                let (t, root) = (targets.clone(), state_root.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = handle(stream, t, root).await {
-                        tracing::debug!(error = %e, "log request");
-                    }
-                });
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "accepting a log connection");
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
+fn text(body: String) -> Response<Body> {
+    reply(200, "text/plain", body)
 }
 
-async fn read_head(stream: &mut TcpStream) -> std::io::Result<String> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 1024];
-    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
-            .await
-            .map_err(|_| std::io::Error::other("request head timed out"))??;
-        if n == 0 || buf.len() > 16 * 1024 {
-            return Err(std::io::Error::other("incomplete request head"));
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    Ok(String::from_utf8_lossy(&buf).into_owned())
+fn refuse(r: &Refusal) -> Response<Body> {
+    reply(r.code, "application/json", r.body())
 }
 
-async fn respond(stream: &mut TcpStream, code: u16, ctype: &str, body: &str) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {code} {}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        if code == 200 { "OK" } else { "Error" },
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await?;
-    stream.write_all(body.as_bytes()).await?;
-    stream.shutdown().await
-}
-
-async fn handle(mut stream: TcpStream, targets: LogTargets, root: PathBuf) -> std::io::Result<()> {
-    let head = read_head(&mut stream).await?;
-    let mut line = head.lines().next().unwrap_or("").split_whitespace();
-    let (method, target) = (line.next().unwrap_or(""), line.next().unwrap_or("/"));
-    if method != "GET" {
-        let r = Refusal::new(405, "MethodNotAllowed", format!("{method} is not supported"));
-        return respond(&mut stream, 405, "application/json", &r.body()).await;
-    }
-    if target == "/healthz" {
-        return respond(&mut stream, 200, "text/plain", "ok").await;
-    }
+/// Answers `GET /containerLogs/...` (`target` is the path and query): the log text, streamed while
+/// `follow=true` until the container's run ends or the client goes away.
+pub async fn respond(target: &str, targets: &LogTargets, root: &Path) -> Response<Body> {
     let req = match parse_request(target) {
         Ok(r) => r,
-        Err(r) => return respond(&mut stream, r.code, "application/json", &r.body()).await,
+        Err(r) => return refuse(&r),
     };
     let Some(t) = targets.get(&req.namespace, &req.pod) else {
-        let r = Refusal::new(
+        return refuse(&Refusal::new(
             404,
             "NotFound",
             format!("pod {}/{} is not running on this node", req.namespace, req.pod),
-        );
-        return respond(&mut stream, 404, "application/json", &r.body()).await;
+        ));
     };
     let view = t.status.borrow().clone();
     let attempt = match attempt(&view, &req) {
         Ok(a) => a,
-        Err(r) => return respond(&mut stream, r.code, "application/json", &r.body()).await,
+        Err(r) => return refuse(&r),
     };
-    let path = PodDir::new(&root, &t.uid).log_file(&req.container, attempt);
+    let path = PodDir::new(root, &t.uid).log_file(&req.container, attempt);
     let p = path.clone();
     let tail = req.tail;
-    let (mut text, offset) = tokio::task::spawn_blocking(move || {
+    let read = tokio::task::spawn_blocking(move || {
         let len = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(0);
         logs::read(&p, tail).map(|t| (t, len))
     })
-    .await
-    .map_err(std::io::Error::other)??;
+    .await;
+    let (mut body, offset) = match read {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            return refuse(&Refusal::new(
+                500,
+                "InternalError",
+                format!("reading the log: {e}"),
+            ));
+        }
+        Err(e) => return refuse(&Refusal::new(500, "InternalError", e.to_string())),
+    };
     if let Some(limit) = req.limit_bytes {
-        let mut cut = limit.min(text.len());
-        while !text.is_char_boundary(cut) {
+        let mut cut = limit.min(body.len());
+        while !body.is_char_boundary(cut) {
             cut -= 1;
         }
-        text.truncate(cut);
+        body.truncate(cut);
     }
     if !req.follow || req.previous {
-        return respond(&mut stream, 200, "text/plain", &text).await;
+        return text(body);
     }
-    // Streaming: no length, the body ends when the connection closes.
-    stream
-        .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nConnection: close\r\n\r\n")
-        .await?;
-    stream.write_all(text.as_bytes()).await?;
-    follow(stream, t, &req.container, attempt, path, offset).await
+    let (mut tx, rx) = mpsc::channel::<Bytes>(16);
+    let container = req.container.clone();
+    tokio::spawn(async move {
+        if tx.send(Bytes::from(body)).await.is_ok() {
+            follow(tx, t, &container, attempt, path, offset).await;
+        }
+    });
+    let stream = rx.map(|b| Ok::<_, Infallible>(Frame::data(b)));
+    let mut response = Response::new(BodyExt::boxed(StreamBody::new(stream)));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
 }
 
-/// Streams lines appended to `path` until the container's run `attempt` is over or the client goes away.
+/// Sends lines appended to `path` until the container's run `attempt` is over or the receiver is gone.
 async fn follow(
-    mut stream: TcpStream,
+    mut tx: mpsc::Sender<Bytes>,
     t: LogTarget,
     container: &str,
     attempt: u32,
     path: PathBuf,
     mut offset: u64,
-) -> std::io::Result<()> {
+) {
     let mut partial = String::new();
     let mut last_round = false;
     loop {
@@ -278,23 +254,27 @@ async fn follow(
             f.seek(SeekFrom::Start(start))?;
             let mut buf = Vec::new();
             f.take(1 << 20).read_to_end(&mut buf)?;
-            Ok((buf.clone(), start + buf.len() as u64))
+            let end = start + buf.len() as u64;
+            Ok((buf, end))
         })
-        .await
-        .map_err(std::io::Error::other)??;
-        offset = chunk.1;
-        partial.push_str(&String::from_utf8_lossy(&chunk.0));
+        .await;
+        let Ok(Ok((bytes, end))) = chunk else {
+            tracing::debug!(path = %path.display(), "following a log stopped: read failed");
+            return;
+        };
+        offset = end;
+        partial.push_str(&String::from_utf8_lossy(&bytes));
         let mut out = String::new();
         while let Some(i) = partial.find('\n') {
             let line: String = partial.drain(..=i).collect();
             out.push_str(logs::message(line.trim_end_matches('\n')));
             out.push('\n');
         }
-        if !out.is_empty() {
-            stream.write_all(out.as_bytes()).await?;
+        if !out.is_empty() && tx.send(Bytes::from(out)).await.is_err() {
+            return;
         }
-        if last_round {
-            return stream.shutdown().await;
+        if last_round || tx.is_closed() {
+            return;
         }
         let over = {
             let view = t.status.borrow();
@@ -304,12 +284,7 @@ async fn follow(
         if over || t.status.has_changed().is_err() {
             last_round = true;
         }
-        // A closed client shows as a readable EOF.
-        let mut probe = [0u8; 1];
-        tokio::select! {
-            r = stream.read(&mut probe) => if matches!(r, Ok(0) | Err(_)) { return Ok(()) },
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 

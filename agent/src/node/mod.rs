@@ -2,12 +2,14 @@
 //! and the dataplane wired to the apiserver.
 //!
 //! Pure decisions: [`capacity`], [`node_status`], [`pod_status`], [`decide`]. I/O: [`heartbeat`], [`peers`],
-//! [`pod_manager`] and [`pod_worker`], [`pod_events`], [`logs_http`]; [`daemon`] wires them together.
+//! [`pod_manager`] and [`pod_worker`], [`pod_events`], [`kubelet_server`] with [`logs_http`]; [`daemon`] wires
+//! them together.
 pub mod args;
 pub mod capacity;
 pub mod daemon;
 pub mod decide;
 pub mod heartbeat;
+pub mod kubelet_server;
 pub mod logs_http;
 pub mod node_status;
 pub mod peers;

@@ -67,22 +67,33 @@ pub fn labels(name: &str) -> BTreeMap<String, String> {
     ])
 }
 
-/// The node's addresses; the apiserver reaches the agent at the first InternalIP.
+/// Annotation with the address where the apiserver reaches this agent's kubelet endpoint when that is not the node
+/// address (`--kubelet-address`; a lab on one machine: 127.0.0.1, as the node namespaces are not routed from the
+/// host).
+pub const KUBELET_ADDRESS_ANNOTATION: &str = "skiff.dev/kubelet-address";
+
+/// The node's annotations: the kubelet address when it differs from the node address.
+pub fn annotations(f: &NodeFacts) -> BTreeMap<String, String> {
+    f.kubelet_address
+        .filter(|k| *k != f.node_ip)
+        .map(|k| (KUBELET_ADDRESS_ANNOTATION.to_string(), k.to_string()))
+        .into_iter()
+        .collect()
+}
+
+/// The node's addresses: the node IP and the hostname. The apiserver reaches the agent at the first InternalIP,
+/// or at the kubelet-address annotation when there is one (see [`annotations`]).
 pub fn addresses(f: &NodeFacts) -> Vec<NodeAddress> {
-    let internal = |ip: Ipv4Addr| NodeAddress {
-        type_: "InternalIP".into(),
-        address: ip.to_string(),
-    };
-    let mut out = Vec::new();
-    if let Some(k) = f.kubelet_address.filter(|k| *k != f.node_ip) {
-        out.push(internal(k));
-    }
-    out.push(internal(f.node_ip));
-    out.push(NodeAddress {
-        type_: "Hostname".into(),
-        address: f.name.clone(),
-    });
-    out
+    vec![
+        NodeAddress {
+            type_: "InternalIP".into(),
+            address: f.node_ip.to_string(),
+        },
+        NodeAddress {
+            type_: "Hostname".into(),
+            address: f.name.clone(),
+        },
+    ]
 }
 
 /// The address other nodes route this node's podCIDR through: its first InternalIP that is not loopback.
@@ -104,6 +115,7 @@ pub fn new_node(f: &NodeFacts) -> Node {
         metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
             name: Some(f.name.clone()),
             labels: Some(labels(&f.name)),
+            annotations: Some(annotations(f)).filter(|a| !a.is_empty()),
             ..Default::default()
         },
         spec: Some(NodeSpec {
@@ -275,18 +287,14 @@ mod tests {
     }
 
     #[test]
-    fn addresses_put_the_kubelet_address_first_and_routes_skip_loopback() {
+    fn addresses_name_the_node_ip_and_the_kubelet_address_is_an_annotation() {
         let f = facts();
         let a = addresses(&f);
         assert_eq!(
             a.iter()
                 .map(|a| (a.type_.as_str(), a.address.as_str()))
                 .collect::<Vec<_>>(),
-            [
-                ("InternalIP", "127.0.0.1"),
-                ("InternalIP", "10.99.0.11"),
-                ("Hostname", "n1")
-            ]
+            [("InternalIP", "10.99.0.11"), ("Hostname", "n1")]
         );
         let node = Node {
             status: Some(status(&f, vec![])),
@@ -298,6 +306,11 @@ mod tests {
             ..facts()
         };
         assert_eq!(addresses(&plain).len(), 2);
+        assert_eq!(
+            new_node(&f).metadata.annotations.unwrap()[KUBELET_ADDRESS_ANNOTATION],
+            "127.0.0.1"
+        );
+        assert!(new_node(&plain).metadata.annotations.is_none());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::{
 };
 
 use k8s_openapi::{
-    api::core::v1::{Pod, PodCondition},
+    api::core::v1::{Pod, PodCondition, ServiceAccount},
     apimachinery::pkg::apis::meta::v1::Time,
     jiff::Timestamp,
 };
@@ -30,8 +30,9 @@ use crate::{
         veth::{self, PodNetSpec},
     },
     pods::{
-        plan::{PodContext, RuntimePlan, plan},
+        plan::{PodContext, RuntimePlan, TokenVolume, VolumeSource, plan},
         runtime::PodRuntime,
+        sa_token::{self, BoundPod, IssuedToken},
         sandbox::Sandbox,
         status::PodView,
     },
@@ -74,7 +75,12 @@ fn pod_key(p: &Pod) -> (String, String, String) {
 }
 
 /// Address, plan, sandbox and network for a pod (blocking: netlink threads and files).
-fn set_up(ctx: &NodeCtx, pod: &Pod, adopted: Option<(RuntimePlan, Sandbox)>) -> anyhow::Result<Ready> {
+fn set_up(
+    ctx: &NodeCtx,
+    pod: &Pod,
+    adopted: Option<(RuntimePlan, Sandbox)>,
+    service_account_automount: Option<bool>,
+) -> anyhow::Result<Ready> {
     let (_, _, uid) = pod_key(pod);
     let (ip, gateway) = {
         let store = ctx.ipam.lock().expect("ipam lock");
@@ -89,6 +95,7 @@ fn set_up(ctx: &NodeCtx, pod: &Pod, adopted: Option<(RuntimePlan, Sandbox)>) -> 
             node_name: ctx.node_name.clone(),
             pod_ip: Some(ip),
             agent_exe: ctx.runtime.config().agent_exe.clone(),
+            service_account_automount,
         },
     )?;
     let sandbox = ctx.runtime.create_sandbox(&plan)?;
@@ -103,6 +110,62 @@ fn set_up(ctx: &NodeCtx, pod: &Pod, adopted: Option<(RuntimePlan, Sandbox)>) -> 
         },
     )?;
     Ok(Ready { plan, sandbox, ip })
+}
+
+/// `automountServiceAccountToken` of the pod's ServiceAccount (`None` when unset or unreadable).
+async fn service_account_automount(client: &Client, pod: &Pod) -> Option<bool> {
+    let spec = pod.spec.as_ref()?;
+    if spec.automount_service_account_token.is_some() {
+        return None;
+    }
+    let name = spec.service_account_name.as_deref().unwrap_or("default");
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), pod.metadata.namespace.as_deref()?);
+    match api.get_opt(name).await {
+        Ok(sa) => sa?.automount_service_account_token,
+        Err(e) => {
+            tracing::debug!(sa = name, error = %e, "reading the pod's ServiceAccount");
+            None
+        }
+    }
+}
+
+/// Requests and writes the token of every ServiceAccount token volume of `plan`: (volume, spec, token) each.
+async fn fill_token_volumes(
+    ctx: &NodeCtx,
+    plan: &RuntimePlan,
+) -> Result<Vec<(String, TokenVolume, IssuedToken)>, sa_token::TokenError> {
+    let bound = BoundPod {
+        namespace: plan.namespace.clone(),
+        name: plan.name.clone(),
+        uid: plan.uid.clone(),
+    };
+    let mut out = Vec::new();
+    for (volume, source) in &plan.volumes {
+        let VolumeSource::ServiceAccountToken(spec) = source else {
+            continue;
+        };
+        let issued = sa_token::request(&ctx.client, &bound, spec).await?;
+        let dir = ctx.runtime.pod_dir(&plan.uid).volume(volume);
+        let ca = ctx.runtime.config().cluster_ca.clone().unwrap_or_default();
+        let (token, ns) = (issued.token.clone(), plan.namespace.clone());
+        tokio::task::spawn_blocking(move || sa_token::write_volume(&dir, &token, &ca, &ns))
+            .await
+            .map_err(|e| sa_token::TokenError::Write {
+                path: volume.into(),
+                source: std::io::Error::other(e),
+            })??;
+        out.push((volume.clone(), spec.clone(), issued));
+    }
+    Ok(out)
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Removes everything the node made for pod `uid` (blocking).
@@ -171,16 +234,28 @@ pub async fn run(
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut adopted = adopted;
     let was_adopted = adopted.is_some();
-    // Set-up, retried until it works or the pod is no longer wanted here.
-    let ready = loop {
-        let (c, p, a) = (ctx.clone(), pod.clone(), adopted.take());
-        let res = tokio::task::spawn_blocking(move || set_up(&c, &p, a)).await;
-        match res {
-            Ok(Ok(r)) => break r,
-            Ok(Err(e)) => {
-                tracing::warn!(pod = %format!("{namespace}/{name}"), error = format!("{e:#}"), "pod set-up failed; retrying")
+    let automount = service_account_automount(&ctx.client, &pod).await;
+    let mut set = None;
+    // Set-up and the ServiceAccount token, retried until they work or the pod is no longer wanted here.
+    let (ready, tokens) = loop {
+        if set.is_none() {
+            let (c, p, a) = (ctx.clone(), pod.clone(), adopted.take());
+            match tokio::task::spawn_blocking(move || set_up(&c, &p, a, automount)).await {
+                Ok(Ok(r)) => set = Some(r),
+                Ok(Err(e)) => {
+                    tracing::warn!(pod = %format!("{namespace}/{name}"), error = format!("{e:#}"), "pod set-up failed; retrying")
+                }
+                Err(e) => tracing::warn!(error = %e, "pod set-up task"),
             }
-            Err(e) => tracing::warn!(error = %e, "pod set-up task"),
+        }
+        if let Some(r) = set.take() {
+            match fill_token_volumes(&ctx, &r.plan).await {
+                Ok(t) => break (r, t),
+                Err(e) => {
+                    tracing::warn!(pod = %format!("{namespace}/{name}"), error = %e, "ServiceAccount token; retrying");
+                    set = Some(r);
+                }
+            }
         }
         tokio::select! {
             o = orders.recv() => {
@@ -198,6 +273,26 @@ pub async fn run(
         }
     };
     tracing::info!(pod = %format!("{namespace}/{name}"), ip = %ready.ip, adopted = was_adopted, "pod running");
+    let bound = BoundPod {
+        namespace: namespace.clone(),
+        name: name.clone(),
+        uid: uid.clone(),
+    };
+    let refreshers: Vec<_> = tokens
+        .into_iter()
+        .map(|(volume, spec, issued)| {
+            let dir = ctx.runtime.pod_dir(&uid).volume(&volume);
+            let ca = ctx.runtime.config().cluster_ca.clone().unwrap_or_default();
+            AbortOnDrop(tokio::spawn(sa_token::keep_fresh(
+                ctx.client.clone(),
+                bound.clone(),
+                spec,
+                dir,
+                ca,
+                issued,
+            )))
+        })
+        .collect();
     let handle = ctx.runtime.run(ready.plan, ready.sandbox, Some(ready.ip));
     let mut sub = handle.subscribe();
     ctx.logs.insert(
@@ -251,6 +346,7 @@ pub async fn run(
             _ = tokio::time::sleep(Duration::from_secs(2)) => {}
         }
     };
+    drop(refreshers);
     let Order::Stop { grace, delete } = order else {
         ctx.logs.remove(&namespace, &name, &uid);
         let _ = handle.detach();

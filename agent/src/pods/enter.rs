@@ -119,6 +119,12 @@ fn container(spec_path: &Path) -> Result<()> {
     if let Err(e) = enter_container(&spec) {
         return fail("StartError", format!("{e:#}"));
     }
+    // The container's own pid namespace (kube's default without shareProcessNamespace): its process is pid 1 and
+    // sees only its own descendants.
+    let own_pid_ns = File::open("/proc/self/ns/pid").context("opening the shim's pid namespace")?;
+    if let Err(e) = unshare(CloneFlags::CLONE_NEWPID) {
+        return fail("StartError", format!("unsharing the pid namespace: {e}"));
+    }
     let log = RotatingLog::open(&spec.log_path, spec.log_max_bytes, spec.log_keep)?;
     let mut cmd = Command::new(&spec.argv[0]);
     cmd.args(&spec.argv[1..])
@@ -131,13 +137,25 @@ fn container(spec_path: &Path) -> Result<()> {
         cmd.current_dir(dir);
     }
     // A relative argv[0] is looked up in the container's PATH (std uses the child's PATH once it is set).
-    // SAFETY: only async-signal-safe calls: a new process group (so the whole container can be signalled) and
-    // death with the shim.
+    // SAFETY: only async-signal-safe calls: a new process group (so the whole container can be signalled), death
+    // with the shim, and a /proc of the new pid namespace in the container's mount namespace (mounted here because
+    // only a process inside the namespace can mount its procfs).
     unsafe {
         cmd.pre_exec(|| {
             nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0))
                 .map_err(std::io::Error::from)?;
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC;
+            if libc::mount(
+                c"proc".as_ptr(),
+                c"/proc".as_ptr(),
+                c"proc".as_ptr(),
+                flags,
+                std::ptr::null(),
+            ) != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(())
@@ -149,6 +167,9 @@ fn container(spec_path: &Path) -> Result<()> {
             return fail("StartError", format!("failed to start {:?}: {e}", spec.argv[0]));
         }
     };
+    // Back to the shim's own pid namespace for what it creates next: the kernel refuses new threads (the log
+    // pumps) while new children would land in another pid namespace.
+    setns(&own_pid_ns, CloneFlags::CLONE_NEWPID).context("returning to the shim's pid namespace")?;
     write_json(
         &spec.run_file,
         &RunRecord {
@@ -231,17 +252,10 @@ fn enter_container(spec: &Launch) -> Result<()> {
     Ok(())
 }
 
-/// Joins the namespaces of container process `pid` (network, UTS, IPC, mount) and executes `argv`.
+/// Joins the namespaces of container process `pid` (network, UTS, IPC, pid, mount), runs `argv` there (a child:
+/// joining a pid namespace takes effect for new processes only) and exits with its status.
 fn exec(pid: u32, argv: &[String]) -> Result<()> {
-    join_ns(
-        pid,
-        &[
-            ("net", CloneFlags::CLONE_NEWNET),
-            ("uts", CloneFlags::CLONE_NEWUTS),
-            ("ipc", CloneFlags::CLONE_NEWIPC),
-            ("mnt", CloneFlags::CLONE_NEWNS),
-        ],
-    )?;
+    // Read before joining: the container's /proc shows its own pid namespace, not this pid.
     let env: Vec<(String, String)> = std::fs::read(format!("/proc/{pid}/environ"))
         .unwrap_or_default()
         .split(|b| *b == 0)
@@ -250,11 +264,26 @@ fn exec(pid: u32, argv: &[String]) -> Result<()> {
             s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))
         })
         .collect();
-    let err = Command::new(&argv[0])
+    join_ns(
+        pid,
+        &[
+            ("net", CloneFlags::CLONE_NEWNET),
+            ("uts", CloneFlags::CLONE_NEWUTS),
+            ("ipc", CloneFlags::CLONE_NEWIPC),
+            ("pid", CloneFlags::CLONE_NEWPID),
+            ("mnt", CloneFlags::CLONE_NEWNS),
+        ],
+    )?;
+    let status = Command::new(&argv[0])
         .args(&argv[1..])
         .env_clear()
         .envs(env)
         .current_dir("/")
-        .exec();
-    bail!("executing {:?}: {err}", argv[0])
+        .status()
+        .with_context(|| format!("executing {:?}", argv[0]))?;
+    std::process::exit(
+        status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+    )
 }

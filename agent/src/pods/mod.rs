@@ -16,6 +16,7 @@ pub mod probe;
 pub mod probe_exec;
 pub mod quantity;
 pub mod runtime;
+pub mod sa_token;
 pub mod sandbox;
 pub mod status;
 pub mod worker;

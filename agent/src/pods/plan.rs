@@ -1,8 +1,13 @@
 //! `plan(pod) -> RuntimePlan`: everything the runtime needs to run a pod, decided without any I/O.
-use std::{collections::BTreeMap, net::Ipv4Addr, path::PathBuf, time::Duration};
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use k8s_openapi::{
-    api::core::v1::{Container, EnvVar, Pod, Probe},
+    api::core::v1::{Container, EnvVar, Pod, Probe, ProjectedVolumeSource},
     apimachinery::pkg::util::intstr::IntOrString,
 };
 use serde::{Deserialize, Serialize};
@@ -24,6 +29,8 @@ pub struct PodContext {
     pub pod_ip: Option<Ipv4Addr>,
     /// This agent's binary (runs built-in agnhost and pause).
     pub agent_exe: PathBuf,
+    /// `automountServiceAccountToken` of the pod's ServiceAccount (`None`: unset or the account was not read).
+    pub service_account_automount: Option<bool>,
 }
 
 /// When containers are restarted.
@@ -52,7 +59,23 @@ pub enum VolumeSource {
     EmptyDir,
     /// A host path.
     HostPath(PathBuf),
+    /// The projected ServiceAccount token volume (`token`, `ca.crt`, `namespace`) written and refreshed by the agent.
+    ServiceAccountToken(TokenVolume),
 }
+
+/// What the agent requests for a pod's ServiceAccount token volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenVolume {
+    pub service_account: String,
+    pub expiration_seconds: i64,
+}
+
+/// Where kubelet mounts the ServiceAccount token volume in every container.
+pub const SERVICE_ACCOUNT_MOUNT: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// Name of the token volume the runtime adds (kube's admission names it `kube-api-access-<random>`).
+pub const SERVICE_ACCOUNT_VOLUME: &str = "kube-api-access";
+/// Lifetime kubelet requests for projected tokens (kube's admission default: 1 h plus 7 s).
+pub const TOKEN_EXPIRATION_SECONDS: i64 = 3607;
 
 /// A volume mounted into a container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,6 +168,13 @@ pub fn plan(pod: &Pod, ctx: &PodContext) -> Result<RuntimePlan, PlanError> {
         Some("OnFailure") => RestartPolicy::OnFailure,
         _ => RestartPolicy::Always,
     };
+    #[allow(deprecated, reason = "kube still honours the deprecated serviceAccount field")]
+    let service_account = spec
+        .service_account_name
+        .clone()
+        .or_else(|| spec.service_account.clone())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "default".into());
     let mut volumes = BTreeMap::new();
     let mut unsupported = BTreeMap::new();
     for v in spec.volumes.iter().flatten() {
@@ -152,6 +182,8 @@ pub fn plan(pod: &Pod, ctx: &PodContext) -> Result<RuntimePlan, PlanError> {
             volumes.insert(v.name.clone(), VolumeSource::EmptyDir);
         } else if let Some(hp) = &v.host_path {
             volumes.insert(v.name.clone(), VolumeSource::HostPath(PathBuf::from(&hp.path)));
+        } else if let Some(token) = v.projected.as_ref().and_then(|p| api_access(p, &service_account)) {
+            volumes.insert(v.name.clone(), VolumeSource::ServiceAccountToken(token));
         } else {
             unsupported.insert(v.name.clone(), ());
         }
@@ -163,10 +195,43 @@ pub fn plan(pod: &Pod, ctx: &PodContext) -> Result<RuntimePlan, PlanError> {
         uid: &uid,
         node_name: &ctx.node_name,
         pod_ip: ctx.pod_ip,
-        service_account: spec.service_account_name.as_deref().unwrap_or("default"),
+        service_account: &service_account,
         hostname: &hostname,
     };
-    let one = |c: &Container| container(c, ctx, &fields, &volumes, &unsupported);
+    // A pod that already carries the projection (as kube's admission writes it) gets no second one.
+    let projected = volumes
+        .values()
+        .any(|v| matches!(v, VolumeSource::ServiceAccountToken(_)));
+    let automount = !projected
+        && automounts_token(
+            spec.automount_service_account_token,
+            ctx.service_account_automount,
+        );
+    if automount {
+        volumes.insert(
+            SERVICE_ACCOUNT_VOLUME.into(),
+            VolumeSource::ServiceAccountToken(TokenVolume {
+                service_account: service_account.clone(),
+                expiration_seconds: TOKEN_EXPIRATION_SECONDS,
+            }),
+        );
+    }
+    let one = |c: &Container| {
+        let mut plan = container(c, ctx, &fields, &volumes, &unsupported);
+        if automount
+            && !plan
+                .mounts
+                .iter()
+                .any(|m| m.path == Path::new(SERVICE_ACCOUNT_MOUNT))
+        {
+            plan.mounts.push(MountPlan {
+                volume: SERVICE_ACCOUNT_VOLUME.into(),
+                path: PathBuf::from(SERVICE_ACCOUNT_MOUNT),
+                read_only: true,
+            });
+        }
+        plan
+    };
     Ok(RuntimePlan {
         uid: uid.clone(),
         namespace: namespace.clone(),
@@ -177,6 +242,52 @@ pub fn plan(pod: &Pod, ctx: &PodContext) -> Result<RuntimePlan, PlanError> {
         init_containers: spec.init_containers.iter().flatten().map(one).collect(),
         containers: spec.containers.iter().map(one).collect(),
         volumes,
+    })
+}
+
+/// Whether the pod gets the ServiceAccount token mount: the pod's `automountServiceAccountToken` wins, then the
+/// ServiceAccount's; both unset means yes (kube's ServiceAccount admission).
+pub fn automounts_token(pod: Option<bool>, service_account: Option<bool>) -> bool {
+    pod.or(service_account).unwrap_or(true)
+}
+
+/// The token volume of a projected volume shaped like kube's `kube-api-access-*` (a token for the API server at
+/// `token`, the `kube-root-ca.crt` ConfigMap's `ca.crt`, the namespace at `namespace`); `None` for any other.
+fn api_access(p: &ProjectedVolumeSource, service_account: &str) -> Option<TokenVolume> {
+    let mut token = None;
+    for s in p.sources.iter().flatten() {
+        if let Some(t) = &s.service_account_token {
+            let default_audience = t.audience.as_deref().is_none_or(str::is_empty);
+            if t.path != "token" || !default_audience {
+                return None;
+            }
+            token = Some(t.expiration_seconds.unwrap_or(TOKEN_EXPIRATION_SECONDS));
+        } else if let Some(cm) = &s.config_map {
+            let ca = cm
+                .items
+                .iter()
+                .flatten()
+                .all(|i| i.key == "ca.crt" && i.path == "ca.crt");
+            if cm.name != "kube-root-ca.crt" || !ca {
+                return None;
+            }
+        } else if let Some(d) = &s.downward_api {
+            let ns = d.items.iter().flatten().all(|i| {
+                i.path == "namespace"
+                    && i.field_ref
+                        .as_ref()
+                        .is_some_and(|f| f.field_path == "metadata.namespace")
+            });
+            if !ns {
+                return None;
+            }
+        } else {
+            return None;
+        }
+    }
+    Some(TokenVolume {
+        service_account: service_account.to_owned(),
+        expiration_seconds: token?,
     })
 }
 
@@ -224,7 +335,8 @@ fn container(
             });
         } else if unsupported.contains_key(&m.name) {
             mount_err = Some(format!(
-                "volume {:?} has a type this runtime does not provide (only emptyDir and hostPath)",
+                "volume {:?} has a type this runtime does not provide (only emptyDir, hostPath and the \
+                 kube-api-access projection)",
                 m.name
             ));
         } else {

@@ -6,6 +6,7 @@ fn ctx() -> PodContext {
         node_name: "node-1".into(),
         pod_ip: Some("10.244.1.5".parse().unwrap()),
         agent_exe: "/usr/bin/skiff-agent".into(),
+        service_account_automount: None,
     }
 }
 
@@ -158,13 +159,15 @@ fn probes_mounts_and_limits() {
         (Duration::from_secs(3), 5)
     );
     assert_eq!(
-        web.mounts,
-        [MountPlan {
+        web.mounts[0],
+        MountPlan {
             volume: "cache".into(),
             path: "/cache".into(),
             read_only: true
-        }]
+        }
     );
+    assert_eq!(web.mounts[1].path, Path::new(SERVICE_ACCOUNT_MOUNT));
+    assert_eq!(web.mounts.len(), 2);
     assert_eq!(
         web.limits,
         Limits {
@@ -220,4 +223,124 @@ fn restart_policies() {
     assert!(!RestartPolicy::OnFailure.restarts(0));
     assert!(RestartPolicy::OnFailure.restarts(2));
     assert!(!RestartPolicy::Never.restarts(2));
+}
+
+fn token_mount(c: &ContainerPlan) -> Option<&MountPlan> {
+    c.mounts
+        .iter()
+        .find(|m| m.path == Path::new(SERVICE_ACCOUNT_MOUNT))
+}
+
+const TWO: &str = r#"
+metadata: {name: a, namespace: shop, uid: u}
+spec:
+  serviceAccountName: robot
+  initContainers: [{name: init, image: agnhost, args: [pause]}]
+  containers: [{name: one, image: agnhost, args: [pause]}, {name: two, image: agnhost, args: [pause]}]
+"#;
+
+#[test]
+fn every_container_gets_the_service_account_token_read_only() {
+    let p = plan(&pod(TWO), &ctx()).unwrap();
+    assert_eq!(
+        p.volumes.get(SERVICE_ACCOUNT_VOLUME),
+        Some(&VolumeSource::ServiceAccountToken(TokenVolume {
+            service_account: "robot".into(),
+            expiration_seconds: 3607,
+        }))
+    );
+    for c in p.all_containers() {
+        let m = token_mount(c).unwrap_or_else(|| panic!("{} has no token mount", c.name));
+        assert!(m.read_only);
+        assert_eq!(m.volume, SERVICE_ACCOUNT_VOLUME);
+    }
+    // Without serviceAccountName: the namespace's `default` account.
+    let p = plan(&pod(&TWO.replace("serviceAccountName: robot", "")), &ctx()).unwrap();
+    assert!(matches!(
+        p.volumes.get(SERVICE_ACCOUNT_VOLUME),
+        Some(VolumeSource::ServiceAccountToken(t)) if t.service_account == "default"
+    ));
+}
+
+#[test]
+fn automount_follows_the_pod_then_the_service_account() {
+    let with = |pod_setting: &str, account: Option<bool>| {
+        let yaml = TWO.replace(
+            "serviceAccountName: robot",
+            &format!("serviceAccountName: robot\n  {pod_setting}"),
+        );
+        let ctx = PodContext {
+            service_account_automount: account,
+            ..ctx()
+        };
+        let p = plan(&pod(&yaml), &ctx).unwrap();
+        let mounted = p.all_containers().filter(|c| token_mount(c).is_some()).count();
+        let volume = p.volumes.contains_key(SERVICE_ACCOUNT_VOLUME);
+        assert_eq!(volume, mounted == 3, "volume and mounts disagree");
+        volume
+    };
+    assert!(with("", None));
+    assert!(!with("automountServiceAccountToken: false", None));
+    assert!(!with("", Some(false)));
+    assert!(with("automountServiceAccountToken: true", Some(false)));
+    assert!(!with("automountServiceAccountToken: false", Some(true)));
+    assert!(automounts_token(None, None));
+}
+
+#[test]
+fn a_container_with_its_own_mount_at_the_token_path_keeps_it() {
+    let yaml = r#"
+metadata: {name: a, uid: u}
+spec:
+  volumes: [{name: mine, emptyDir: {}}]
+  containers:
+  - {name: own, image: agnhost, volumeMounts: [{name: mine, mountPath: /var/run/secrets/kubernetes.io/serviceaccount}]}
+  - {name: other, image: agnhost}
+"#;
+    let p = plan(&pod(yaml), &ctx()).unwrap();
+    assert_eq!(token_mount(find(&p, "own")).unwrap().volume, "mine");
+    assert_eq!(
+        token_mount(find(&p, "other")).unwrap().volume,
+        SERVICE_ACCOUNT_VOLUME
+    );
+}
+
+#[test]
+fn the_kube_api_access_projection_is_served_and_not_doubled() {
+    let yaml = r#"
+metadata: {name: a, uid: u}
+spec:
+  volumes:
+  - name: kube-api-access-x7k2p
+    projected:
+      defaultMode: 420
+      sources:
+      - serviceAccountToken: {expirationSeconds: 7200, path: token}
+      - configMap: {name: kube-root-ca.crt, items: [{key: ca.crt, path: ca.crt}]}
+      - downwardAPI: {items: [{path: namespace, fieldRef: {apiVersion: v1, fieldPath: metadata.namespace}}]}
+  - name: other-token
+    projected: {sources: [{serviceAccountToken: {audience: vault, path: token}}]}
+  containers:
+  - name: c
+    image: agnhost
+    volumeMounts: [{name: kube-api-access-x7k2p, mountPath: /var/run/secrets/kubernetes.io/serviceaccount, readOnly: true}]
+  - name: vault
+    image: agnhost
+    volumeMounts: [{name: other-token, mountPath: /vault}]
+"#;
+    let p = plan(&pod(yaml), &ctx()).unwrap();
+    assert_eq!(
+        p.volumes.get("kube-api-access-x7k2p"),
+        Some(&VolumeSource::ServiceAccountToken(TokenVolume {
+            service_account: "default".into(),
+            expiration_seconds: 7200,
+        }))
+    );
+    assert!(!p.volumes.contains_key(SERVICE_ACCOUNT_VOLUME));
+    assert_eq!(find(&p, "c").mounts.len(), 1);
+    // A token for another audience is not something this runtime provides.
+    assert!(matches!(
+        &find(&p, "vault").exec,
+        Exec::Unrunnable { reason, .. } if reason == "CreateContainerConfigError"
+    ));
 }

@@ -30,6 +30,8 @@ pub struct RuntimeConfig {
     pub poll: Duration,
     pub log_max_bytes: u64,
     pub log_keep: usize,
+    /// The cluster CA (PEM) written as `ca.crt` into ServiceAccount token volumes.
+    pub cluster_ca: Option<Vec<u8>>,
 }
 
 impl RuntimeConfig {
@@ -44,6 +46,7 @@ impl RuntimeConfig {
             poll: Duration::from_millis(200),
             log_max_bytes: 10 * 1024 * 1024,
             log_keep: 4,
+            cluster_ca: None,
         })
     }
 }
@@ -115,9 +118,10 @@ impl PodRuntime {
         std::fs::create_dir_all(dir.path()).map_err(RuntimeError::io("creating the pod state directory"))?;
         write_json(&dir.plan_file(), plan).map_err(RuntimeError::io("writing plan.json"))?;
         for (name, v) in &plan.volumes {
-            if *v == VolumeSource::EmptyDir {
+            // The token volume is filled by the node before the containers start (see `sa_token`).
+            if matches!(v, VolumeSource::EmptyDir | VolumeSource::ServiceAccountToken(_)) {
                 std::fs::create_dir_all(dir.volume(name))
-                    .map_err(RuntimeError::io("creating an emptyDir"))?;
+                    .map_err(RuntimeError::io("creating a volume directory"))?;
             }
         }
         Sandbox::create(&self.cfg.agent_exe, &dir, &plan.hostname)

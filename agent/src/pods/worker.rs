@@ -319,6 +319,18 @@ impl Worker {
             let source = match self.plan.volumes.get(&m.volume) {
                 Some(VolumeSource::EmptyDir) => self.dir.volume(&m.volume),
                 Some(VolumeSource::HostPath(p)) => p.clone(),
+                Some(VolumeSource::ServiceAccountToken(_)) => {
+                    // Every pod mounts here: the host directory is shared and stays (removing it would race
+                    // with other pods' container starts).
+                    std::fs::create_dir_all(&m.path)
+                        .map_err(super::RuntimeError::io("creating the ServiceAccount mount point"))?;
+                    mounts.push(BindMount {
+                        source: self.dir.volume(&m.volume),
+                        target: m.path.clone(),
+                        read_only: true,
+                    });
+                    continue;
+                }
                 None => continue,
             };
             ensure_mountpoint(&self.dir, &m.path)?;

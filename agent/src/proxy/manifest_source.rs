@@ -1,8 +1,10 @@
-//! The manifest-directory source: re-reads only files that changed (on a change notification and on a timer),
-//! sends only the objects that changed in them, and keeps the last good version of a file that became invalid.
+//! The manifest-directory source: re-reads only the files a change notification names (a rescan compares file
+//! metadata on a timer, in case a notification was missed), sends only the objects that changed in them, and keeps
+//! the last good version of a file that became invalid.
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap, hash_map::DefaultHasher},
     hash::{Hash, Hasher},
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -23,7 +25,7 @@ use super::{
 pub struct ManifestOptions {
     /// How long to wait after a change for more changes before reloading.
     pub debounce: Duration,
-    /// Reload at least this often, in case a change notification was missed.
+    /// Rescan the directory at least this often, in case a change notification was missed.
     pub resync: Duration,
 }
 
@@ -34,6 +36,15 @@ impl Default for ManifestOptions {
             resync: Duration::from_secs(10),
         }
     }
+}
+
+/// What a change notification asks for.
+#[derive(Debug)]
+enum Touched {
+    /// These paths were created, written, renamed or removed.
+    Paths(Vec<PathBuf>),
+    /// Events were lost or the watch failed: compare every file.
+    Rescan,
 }
 
 /// Watches `dir` and sends changes; every kind is `Listed` after the first read of the directory succeeded.
@@ -50,11 +61,15 @@ pub fn spawn_manifests(
     let (tx, rx) = mpsc::unbounded_channel();
     let (changed_tx, changed_rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        // Any event (or error) triggers a reload; the reload decides what changed.
-        if let Err(e) = &event {
-            warn!(error = %e, "manifest watch error");
-        }
-        let _ = changed_tx.send(());
+        let touched = match event {
+            Ok(e) if !e.need_rescan() && !e.paths.is_empty() => Touched::Paths(e.paths),
+            Ok(_) => Touched::Rescan,
+            Err(e) => {
+                warn!(error = %e, "manifest watch error; rescanning the directory");
+                Touched::Rescan
+            }
+        };
+        let _ = changed_tx.send(touched);
     })
     .context("creating a file watcher")?;
     watcher
@@ -72,12 +87,21 @@ async fn run(
     dir: PathBuf,
     options: ManifestOptions,
     tx: mpsc::UnboundedSender<Vec<Change>>,
-    mut changed: mpsc::UnboundedReceiver<()>,
+    mut changed: mpsc::UnboundedReceiver<Touched>,
 ) {
     let mut files = Files::default();
     let mut listed = false;
+    // The first read is a full scan; later ones only look at the paths the notifications named.
+    let mut rescan = true;
+    let mut paths: BTreeSet<PathBuf> = BTreeSet::new();
     loop {
-        match files.reload(&dir) {
+        let result = if std::mem::take(&mut rescan) {
+            paths.clear();
+            files.reload(&dir)
+        } else {
+            Ok(files.reload_paths(&dir, std::mem::take(&mut paths)))
+        };
+        match result {
             Ok(mut changes) => {
                 if !std::mem::replace(&mut listed, true) {
                     changes.extend(Kind::ALL.map(Change::Listed));
@@ -94,19 +118,25 @@ async fn run(
                 }
             }
             Err(e) => {
-                error!(dir = %dir.display(), error = %e, "cannot read the manifest directory; keeping the last state")
+                error!(dir = %dir.display(), error = %e, "cannot read the manifest directory; keeping the last state");
+                rescan = true;
             }
         }
+        let mut note = |t: Touched| match t {
+            Touched::Paths(p) => paths.extend(p),
+            Touched::Rescan => rescan = true,
+        };
         // Wait for a change or the resync timer; then let a burst of changes settle.
         tokio::select! {
             event = changed.recv() => {
-                if event.is_none() {
-                    return;
-                }
+                let Some(t) = event else { return };
+                note(t);
                 tokio::time::sleep(options.debounce).await;
-                while changed.try_recv().is_ok() {}
+                while let Ok(t) = changed.try_recv() {
+                    note(t);
+                }
             }
-            _ = tokio::time::sleep(options.resync) => {}
+            _ = tokio::time::sleep(options.resync) => rescan = true,
             _ = tx.closed() => return,
         }
     }
@@ -115,9 +145,33 @@ async fn run(
 /// An object's identity across files.
 type ObjId = (Kind, ObjKey);
 
-/// What is known of one file: a hash of its last text, and a hash of each object of its last good version.
+/// What identifies a file's version without reading it: inode, size and change time (a rename-into-place or a
+/// write changes at least one of them).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Stamp {
+    ino: u64,
+    len: u64,
+    ctime_ns: i128,
+    mtime_ns: i128,
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Stamp {
+        let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+        Stamp {
+            ino: meta.ino(),
+            len: meta.len(),
+            ctime_ns: ns(meta.ctime(), meta.ctime_nsec()),
+            mtime_ns: ns(meta.mtime(), meta.mtime_nsec()),
+        }
+    }
+}
+
+/// What is known of one file: its metadata and a hash of its last text, and a hash of each object of its last good
+/// version.
 #[derive(Default)]
 struct FileState {
+    stamp: Stamp,
     text: u64,
     objects: HashMap<ObjId, u64>,
 }
@@ -129,6 +183,17 @@ struct Files {
     /// The files holding each object (usually one; the last one parsed wins).
     claims: HashMap<ObjId, Vec<Arc<Path>>>,
     conv: Converter,
+    /// Changes sent since the interner last dropped unused strings.
+    since_collect: usize,
+}
+
+/// Changes after which the interner drops strings no object uses any more.
+const COLLECT_AFTER: usize = 1024;
+
+/// A manifest file's name: `.yaml`, `.yml` or `.json`, not hidden (editors' and writers' temporary files are).
+fn is_manifest(path: &Path) -> bool {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    [".yaml", ".yml", ".json"].iter().any(|ext| name.ends_with(ext)) && !name.starts_with('.')
 }
 
 fn text_hash(text: &str) -> u64 {
@@ -143,14 +208,13 @@ impl Files {
         self.claims.len()
     }
 
-    /// Re-reads the directory and returns the changes since the last reload.
+    /// Rescans the directory (reading only files whose metadata changed) and returns the changes since the last
+    /// reload.
     fn reload(&mut self, dir: &Path) -> std::io::Result<Vec<Change>> {
         let mut present = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            let is_manifest = [".yaml", ".yml", ".json"].iter().any(|ext| name.ends_with(ext));
-            if is_manifest && !name.starts_with('.') && path.is_file() {
+            if is_manifest(&path) && path.is_file() {
                 present.push(path);
             }
         }
@@ -164,27 +228,70 @@ impl Files {
             .cloned()
             .collect();
         for path in gone {
-            if let Some(state) = self.files.remove(&path) {
-                for id in state.objects.into_keys() {
-                    self.unclaim(id, &path, &mut out, &mut stale);
-                }
-            }
+            self.forget(&path, &mut out, &mut stale);
         }
         for path in &present {
             self.load(path, false, &mut out, &mut stale);
         }
+        Ok(self.finish(out, stale))
+    }
+
+    /// Looks only at `paths` (those a change notification named): loads the manifests among them that exist and
+    /// forgets those that are gone. Paths outside `dir` and other files are ignored.
+    fn reload_paths(&mut self, dir: &Path, paths: BTreeSet<PathBuf>) -> Vec<Change> {
+        let mut out = Vec::new();
+        let mut stale = BTreeSet::new();
+        for path in paths {
+            if path.parent() != Some(dir) || !is_manifest(&path) {
+                continue;
+            }
+            if path.is_file() {
+                self.load(&path, false, &mut out, &mut stale);
+            } else {
+                self.forget(&path, &mut out, &mut stale);
+            }
+        }
+        self.finish(out, stale)
+    }
+
+    /// The file at `path` is gone: its objects are deleted or re-sent from another file holding them.
+    fn forget(&mut self, path: &Path, out: &mut Vec<Change>, stale: &mut BTreeSet<Arc<Path>>) {
+        let Some((path, state)) = self.files.remove_entry(path) else {
+            return;
+        };
+        for id in state.objects.into_keys() {
+            self.unclaim(id, &path, out, stale);
+        }
+    }
+
+    /// Re-sends what other files hold of objects a changed file dropped, and releases unused strings.
+    fn finish(&mut self, mut out: Vec<Change>, mut stale: BTreeSet<Arc<Path>>) -> Vec<Change> {
         // Objects a changed file dropped that another file still holds: send that file's version again.
         for path in std::mem::take(&mut stale) {
             self.load(&path, true, &mut out, &mut stale);
         }
-        if !out.is_empty() {
+        // Dropping unused strings costs a pass over all of them: only after enough changes to matter.
+        self.since_collect += out.len();
+        if self.since_collect >= COLLECT_AFTER {
             self.conv.strings.collect();
+            self.since_collect = 0;
         }
-        Ok(out)
+        out
     }
 
-    /// Loads one file if its text changed (or `force`), appending the changes of its objects.
+    /// Loads one file if it changed (or `force`), appending the changes of its objects. Unchanged metadata means
+    /// an unchanged file (not read); changed metadata with the same text sends nothing.
     fn load(&mut self, path: &Path, force: bool, out: &mut Vec<Change>, stale: &mut BTreeSet<Arc<Path>>) {
+        let stamp = match std::fs::metadata(path) {
+            Ok(m) => Stamp::of(&m),
+            Err(e) => {
+                error!(file = %path.display(), error = %e, "cannot read manifest; keeping its last good version");
+                return;
+            }
+        };
+        if !force && self.files.get(path).is_some_and(|s| s.stamp == stamp) {
+            return;
+        }
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) => {
@@ -194,7 +301,13 @@ impl Files {
         };
         let hash = text_hash(&text);
         let path: Arc<Path> = match self.files.get_key_value(path) {
-            Some((_, state)) if state.text == hash && !force => return,
+            Some((p, state)) if state.text == hash && !force => {
+                let p = p.clone();
+                if let Some(s) = self.files.get_mut(&p) {
+                    s.stamp = stamp;
+                }
+                return;
+            }
             Some((p, _)) => p.clone(),
             None => Arc::from(path),
         };
@@ -234,6 +347,7 @@ impl Files {
                 }
                 debug!(file = %path.display(), objects = parsed.len(), "manifest parsed");
                 let mut state = FileState {
+                    stamp,
                     text: hash,
                     objects: HashMap::with_capacity(parsed.len()),
                 };
@@ -261,7 +375,14 @@ impl Files {
                     "its last good version"
                 };
                 error!(file = %path.display(), error = %e, "invalid manifest; using {kept} from this file");
-                self.files.insert(path, FileState { text: hash, ..old });
+                self.files.insert(
+                    path,
+                    FileState {
+                        stamp,
+                        text: hash,
+                        ..old
+                    },
+                );
             }
         }
     }
@@ -461,6 +582,43 @@ mod tests {
         std::fs::remove_file(dir.0.join("b.yaml")).unwrap();
         reload(&mut files, &dir.0, &mut seen);
         assert!(seen.names().is_empty());
+    }
+
+    /// What a change notification triggers: only the named files are looked at.
+    #[test]
+    fn reload_paths_reads_only_the_named_files() {
+        let dir = TempDir::new("paths");
+        std::fs::write(dir.0.join("a.yaml"), svc("a", "10.96.0.1")).unwrap();
+        std::fs::write(dir.0.join("b.yaml"), svc("b", "10.96.0.2")).unwrap();
+        let (mut files, mut seen) = (Files::default(), Seen::default());
+        reload(&mut files, &dir.0, &mut seen);
+        assert_eq!(seen.names(), ["a", "b"]);
+        let by_paths = |files: &mut Files, seen: &mut Seen, names: &[&str]| {
+            seen.service_changes = 0;
+            let paths = names.iter().map(|n| dir.0.join(n)).collect();
+            for c in files.reload_paths(&dir.0, paths) {
+                seen.apply(c);
+            }
+        };
+        // a changes on disk but only b is named: a is not read.
+        std::fs::write(dir.0.join("a.yaml"), svc("a1", "10.96.0.1")).unwrap();
+        std::fs::write(dir.0.join("b.yaml"), svc("b1", "10.96.0.2")).unwrap();
+        by_paths(&mut files, &mut seen, &["b.yaml"]);
+        assert_eq!(seen.names(), ["a", "b1"]);
+        // A removed file named by an event deletes its objects; hidden files and other paths are ignored.
+        std::fs::remove_file(dir.0.join("b.yaml")).unwrap();
+        std::fs::write(dir.0.join(".c.yaml"), svc("c", "10.96.0.3")).unwrap();
+        by_paths(&mut files, &mut seen, &["b.yaml", ".c.yaml", "../x.yaml"]);
+        assert_eq!(seen.names(), ["a"]);
+        // The same text written again (a new inode by rename) sends nothing; the rescan then finds a1.
+        std::fs::write(dir.0.join(".a.tmp"), svc("a1", "10.96.0.1")).unwrap();
+        std::fs::rename(dir.0.join(".a.tmp"), dir.0.join("a.yaml")).unwrap();
+        reload(&mut files, &dir.0, &mut seen);
+        assert_eq!((seen.names(), seen.service_changes), (vec!["a1"], 2));
+        std::fs::write(dir.0.join(".a.tmp"), svc("a1", "10.96.0.1")).unwrap();
+        std::fs::rename(dir.0.join(".a.tmp"), dir.0.join("a.yaml")).unwrap();
+        by_paths(&mut files, &mut seen, &["a.yaml"]);
+        assert_eq!(seen.service_changes, 0);
     }
 
     #[test]

@@ -54,6 +54,16 @@ pub fn parse(text: &str) -> Result<Parsed, ParseError> {
 /// result is known. Returns the skip reasons.
 pub fn parse_each(text: &str, mut each: impl FnMut(Object, u64)) -> Result<Vec<String>, ParseError> {
     let mut skipped = Vec::new();
+    if let Some(docs) = json_documents(text) {
+        for (index, doc) in docs.into_iter().enumerate() {
+            let value: serde_json::Value = serde_json::from_str(doc).map_err(|e| ParseError::Shape {
+                index,
+                message: format!("invalid JSON: {e}"),
+            })?;
+            collect(index, value, &mut skipped, &mut each)?;
+        }
+        return Ok(skipped);
+    }
     for (index, doc) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let value =
             serde_yaml::Value::deserialize(doc).map_err(|source| ParseError::Syntax { index, source })?;
@@ -67,6 +77,31 @@ pub fn parse_each(text: &str, mut each: impl FnMut(Object, u64)) -> Result<Vec<S
         collect(index, value, &mut skipped, &mut each)?;
     }
     Ok(skipped)
+}
+
+/// The documents of a stream made only of JSON documents between `---` lines (what generators write), each
+/// checked to be valid JSON; `None` for anything else, which goes through the YAML parser (several times slower).
+fn json_documents(text: &str) -> Option<Vec<&str>> {
+    let mut docs = Vec::new();
+    let mut doc_start = 0;
+    let mut offset = 0;
+    for line in text.split_inclusive('\n') {
+        if line.trim_end() == "---" {
+            docs.push(&text[doc_start..offset]);
+            doc_start = offset + line.len();
+        }
+        offset += line.len();
+    }
+    docs.push(&text[doc_start..]);
+    let docs: Vec<&str> = docs
+        .into_iter()
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .collect();
+    let valid = docs
+        .iter()
+        .all(|d| d.starts_with('{') && serde_json::from_str::<serde::de::IgnoredAny>(d).is_ok());
+    (valid && !docs.is_empty()).then_some(docs)
 }
 
 /// A hash of a JSON value (of its serialization; object keys are sorted, so equal values hash equally).
@@ -166,6 +201,38 @@ mod tests {
     use super::*;
 
     const SVC: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  clusterIP: 10.96.0.10\n  ports: [{port: 80}]\n";
+
+    #[test]
+    fn json_documents_take_the_fast_path_and_parse_like_yaml() {
+        let svc = |name: &str| {
+            format!(
+                r#"{{"apiVersion":"v1","kind":"Service","metadata":{{"name":"{name}"}},"spec":{{"clusterIP":"10.96.0.1","ports":[{{"port":80}}]}}}}"#
+            )
+        };
+        let json = format!("---\n{}\n---\n{}\n", svc("a"), svc("b"));
+        assert_eq!(json_documents(&json).map(|d| d.len()), Some(2));
+        // YAML, a comment, or invalid JSON: the YAML parser decides.
+        assert_eq!(json_documents("kind: Service\n"), None);
+        assert_eq!(json_documents(&format!("# c\n{}", svc("a"))), None);
+        assert_eq!(json_documents("{\"kind\": \n"), None);
+        assert_eq!(json_documents(""), None);
+        let fast = parse(&json).unwrap();
+        // The same documents through the YAML parser (a comment keeps them off the fast path).
+        let yaml = format!("# yaml\n{}\n---\n{}\n", svc("a"), svc("b"));
+        assert_eq!(json_documents(&yaml), None);
+        let slow = parse(&yaml).unwrap();
+        assert_eq!(fast.objects, slow.objects);
+        assert_eq!(fast.objects.len(), 2);
+        let hashes = |t: &str| {
+            let mut h = Vec::new();
+            parse_each(t, |_, x| h.push(x)).unwrap();
+            h
+        };
+        assert_eq!(
+            hashes(&json),
+            hashes(&format!("--- \n {}\n--- \n {}\n", svc("a"), svc("b")))
+        );
+    }
 
     #[test]
     fn multi_document_yaml_with_other_kinds() {

@@ -1,4 +1,5 @@
 //! The proxy: Services + EndpointSlices -> desired dataplane state (pure) -> diff -> ordered map writes.
+pub mod capacity;
 pub mod desired;
 pub mod endpoints;
 pub mod ids;

@@ -3,7 +3,10 @@
 //! Order within a plan: backends and rev-NAT entries first; then, service by service, slot writes, the service
 //! entry, and deletion of slots the entry no longer covers (or of a whole table it swapped away from); then removed
 //! services (entry before slots); then unreferenced rev-NAT entries and backends (UDP conntrack purged first).
-use std::collections::{HashMap, HashSet};
+//!
+//! Before any op, every changed Service is admitted or refused whole by `capacity` against the map sizes: a refused
+//! Service keeps its previous programming (or stays absent), and is tried again on every later plan.
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use skiff_common::{
     Backend, MAGLEV_TABLE_SIZE, PROTO_UDP, RevNat, ServiceKey, ServiceValue, SlotKey, backend_flags, sizes,
@@ -12,6 +15,7 @@ use skiff_common::{
 use tracing::warn;
 
 use super::{
+    capacity::{Amounts, Budget, Limits, Refusal, Resource},
     ids::IdPool,
     maglev,
     model::{MapContents, MapOp},
@@ -53,6 +57,12 @@ pub struct Planner {
     gc_pending: bool,
     /// Table ids found in the pinned maps (freed by that collection if nothing owns them).
     restored_tables: Vec<u32>,
+    /// Sizes of the service-defining maps.
+    limits: Limits,
+    /// Services refused for lack of room, by (namespace, name): why, and the frontends to try again next plan.
+    refused: BTreeMap<(String, String), (Refusal, Vec<Frontend>)>,
+    /// Refusals of the latest plans not yet taken by `take_new_refusals`.
+    new_refusals: Vec<Refusal>,
 }
 
 /// Users of a backend: all planned frontends listing it, and those listing it as node-local.
@@ -88,24 +98,35 @@ impl Planner {
     /// Rebuilds the allocators from what is pinned, so that planning the same desired state again emits nothing
     /// and established flows keep their backend, rev-NAT and table ids.
     pub fn restore(current: MapContents) -> Planner {
+        Planner::restore_with_limits(current, Limits::default())
+    }
+
+    /// Like `restore`, for maps of the given sizes: ids are allocated within them and Services that would not fit
+    /// are refused before any write.
+    pub fn restore_with_limits(current: MapContents, mut limits: Limits) -> Planner {
+        // Rev-NAT ids travel as u16 in service entries and conntrack.
+        limits.rev_nat = limits.rev_nat.min(u32::from(u16::MAX));
         let mut p = Planner {
             view: MapContents::default(),
             backend_ids: HashMap::new(),
             backend_of: HashMap::new(),
-            backend_pool: IdPool::new(sizes::BACKENDS),
+            backend_pool: IdPool::new(limits.backends),
             slot_refs: HashMap::new(),
             rev_nat_ids: HashMap::new(),
             rev_nat_of: HashMap::new(),
-            rev_nat_pool: IdPool::new(u32::from(u16::MAX).min(sizes::REV_NAT)),
+            rev_nat_pool: IdPool::new(limits.rev_nat),
             tables: HashMap::new(),
             table_owner: HashMap::new(),
-            table_pool: IdPool::new(sizes::SERVICES * 4),
+            table_pool: IdPool::new(limits.services.max(sizes::SERVICES).saturating_mul(4)),
             maglev_members: HashMap::new(),
             prev: HashMap::new(),
             backend_users: HashMap::new(),
             rev_users: HashMap::new(),
             gc_pending: !current.services.is_empty() || !current.slots.is_empty(),
             restored_tables: Vec::new(),
+            limits,
+            refused: BTreeMap::new(),
+            new_refusals: Vec::new(),
         };
         for (&id, b) in &current.backends {
             p.backend_pool.mark_used(id);
@@ -197,11 +218,23 @@ impl Planner {
         self.gc_pending
     }
 
+    /// The Services currently refused for lack of room (each keeps its previous programming, or is absent).
+    pub fn refused(&self) -> impl Iterator<Item = &Refusal> {
+        self.refused.values().map(|(r, _)| r)
+    }
+
+    /// Refusals that are new since the last call (a Service refused again for the same reason is not repeated).
+    pub fn take_new_refusals(&mut self) -> Vec<Refusal> {
+        std::mem::take(&mut self.new_refusals)
+    }
+
     /// Emits the ops that turn the maps into `desired`, in an order the datapath can run between at any point,
     /// and updates the view. Only frontends that differ from the previous plan are looked at in detail; unchanged
     /// ones cost no ops.
     pub fn plan(&mut self, desired: &DataplaneState) -> Vec<MapOp> {
         let full = std::mem::take(&mut self.gc_pending);
+        // Refused Services are part of `desired` if still wanted: they are looked at again below.
+        let before = std::mem::take(&mut self.refused);
         let mut changed: Vec<&Frontend> = Vec::new();
         let mut keys: HashSet<ServiceKey> = HashSet::with_capacity(desired.frontends.len());
         for fe in &desired.frontends {
@@ -214,6 +247,7 @@ impl Planner {
         let gone: Vec<ServiceKey> = self.prev.keys().filter(|k| !keys.contains(k)).copied().collect();
         // Entries nothing plans any more (removed, or not programmable) are found among all of them.
         let candidates: Vec<ServiceKey> = self.view.services.keys().copied().collect();
+        let changed = self.admit(changed, &before);
         self.plan_changes(changed, gone, candidates, full)
     }
 
@@ -230,12 +264,181 @@ impl Planner {
                 changed.push(fe);
             }
         }
-        changed.sort_by_key(|f| f.key());
         let gone: Vec<ServiceKey> = removed.iter().filter(|k| !seen.contains(k)).copied().collect();
+        // Refused frontends are tried again unless this delta replaces or removes them.
+        let before = std::mem::take(&mut self.refused);
+        let gone_set: HashSet<ServiceKey> = removed.iter().copied().collect();
+        let retry: Vec<&Frontend> = before
+            .values()
+            .flat_map(|(_, fes)| fes)
+            .filter(|fe| !seen.contains(&fe.key()) && !gone_set.contains(&fe.key()))
+            .collect();
+        for fe in retry {
+            if seen.insert(fe.key()) && self.prev.get(&fe.key()) != Some(fe) {
+                changed.push(fe);
+            }
+        }
+        changed.sort_by_key(|f| f.key());
         let mut candidates: Vec<ServiceKey> = seen.into_iter().chain(gone.iter().copied()).collect();
         candidates.sort_unstable();
         candidates.dedup();
+        let changed = self.admit(changed, &before);
         self.plan_changes(changed, gone, candidates, false)
+    }
+
+    /// Admits changed frontends Service by Service (by namespace/name) while they fit into what the maps have left;
+    /// the frontends of a Service that does not fit are held back whole and recorded as refused. Pure: no op, no
+    /// change to the view. `before` holds the refusals of the previous plan (to report only new ones).
+    fn admit<'a>(
+        &mut self,
+        changed: Vec<&'a Frontend>,
+        before: &BTreeMap<(String, String), (Refusal, Vec<Frontend>)>,
+    ) -> Vec<&'a Frontend> {
+        let mut groups: BTreeMap<(&str, &str), Vec<&'a Frontend>> = BTreeMap::new();
+        for fe in &changed {
+            groups
+                .entry((fe.origin.namespace.as_str(), fe.origin.name.as_str()))
+                .or_default()
+                .push(fe);
+        }
+        let used = Amounts::new(
+            self.view.services.len() as u64,
+            self.view.backends.len().max(self.backend_ids.len()) as u64,
+            self.view.slots.len() as u64,
+            self.view.rev_nat.len().max(self.rev_nat_ids.len()) as u64,
+        );
+        let mut budget = Budget::new(self.limits, used);
+        let mut new_backends: HashSet<Ident> = HashSet::new();
+        let mut new_rev_nat: HashSet<Ident> = HashSet::new();
+        let mut admitted: HashSet<ServiceKey> = HashSet::with_capacity(changed.len());
+        for ((namespace, name), fes) in groups {
+            let mut need = Amounts::default();
+            let mut backends: HashSet<Ident> = HashSet::new();
+            let mut rev_nat: HashSet<Ident> = HashSet::new();
+            let mut endpoints: HashSet<Ident> = HashSet::new();
+            for fe in &fes {
+                let key = fe.key();
+                if !self.view.services.contains_key(&key) {
+                    need.add(Resource::Services, 1);
+                }
+                let rev = (key.addr_be, key.port_be, key.proto);
+                if !self.rev_nat_ids.contains_key(&rev) && !new_rev_nat.contains(&rev) {
+                    rev_nat.insert(rev);
+                }
+                for b in fe.ready.iter().chain(&fe.terminating) {
+                    let ident = backend_ident(b);
+                    endpoints.insert(ident);
+                    if !self.backend_ids.contains_key(&ident) && !new_backends.contains(&ident) {
+                        backends.insert(ident);
+                    }
+                }
+                need.add(Resource::Slots, self.slot_need(fe));
+            }
+            need.add(Resource::Backends, backends.len() as u64);
+            need.add(Resource::RevNat, rev_nat.len() as u64);
+            match budget.take(&need) {
+                Ok(()) => {
+                    new_backends.extend(backends);
+                    new_rev_nat.extend(rev_nat);
+                    admitted.extend(fes.iter().map(|f| f.key()));
+                }
+                Err(shortfall) => {
+                    let refusal = Refusal {
+                        namespace: namespace.to_string(),
+                        name: name.to_string(),
+                        endpoints: endpoints.len(),
+                        shortfall,
+                        kept_previous: fes.iter().any(|f| {
+                            self.prev.contains_key(&f.key()) || self.view.services.contains_key(&f.key())
+                        }),
+                    };
+                    let id = (namespace.to_string(), name.to_string());
+                    let repeated = before.get(&id).is_some_and(|(old, _)| {
+                        (old.shortfall.resource, old.shortfall.needed, old.kept_previous)
+                            == (
+                                refusal.shortfall.resource,
+                                refusal.shortfall.needed,
+                                refusal.kept_previous,
+                            )
+                    });
+                    if !repeated {
+                        warn!(
+                            service = %format!("{namespace}/{name}"),
+                            endpoints = refusal.endpoints,
+                            resource = refusal.shortfall.resource.name(),
+                            needed = refusal.shortfall.needed,
+                            free = refusal.shortfall.free,
+                            limit = refusal.shortfall.limit,
+                            kept_previous = refusal.kept_previous,
+                            "{refusal}"
+                        );
+                        self.new_refusals.push(refusal.clone());
+                    }
+                    let fes: Vec<Frontend> = fes.into_iter().cloned().collect();
+                    self.refused.insert(id, (refusal, fes));
+                }
+            }
+        }
+        changed
+            .into_iter()
+            .filter(|f| admitted.contains(&f.key()))
+            .collect()
+    }
+
+    /// Slots a frontend's next table needs on top of what its current table holds: none when it stays as it is,
+    /// the growth when it can be edited in place, the whole new table when it is swapped (written before the old
+    /// one is deleted).
+    fn slot_need(&self, fe: &Frontend) -> u64 {
+        let new_len = if fe.is_maglev() {
+            if fe.active_backends().is_empty() {
+                0
+            } else {
+                MAGLEV_TABLE_SIZE
+            }
+        } else {
+            (fe.ready.len() + fe.terminating.len()) as u32
+        };
+        let whole = u64::from(new_len);
+        let key = fe.key();
+        let (Some(c), Some(&t)) = (self.view.services.get(&key), self.tables.get(&key)) else {
+            return whole;
+        };
+        if c.table_id != t || (c.flags & svc_flags::MAGLEV) != (fe.flags & svc_flags::MAGLEV) {
+            return whole;
+        }
+        if fe.is_maglev() {
+            let members: Option<Vec<u32>> = fe
+                .active_backends()
+                .iter()
+                .map(|b| self.backend_ids.get(&backend_ident(b)).copied())
+                .collect();
+            let same = members.is_some_and(|m| self.maglev_members.get(&t) == Some(&m))
+                && c.ready_count == new_len
+                && c.terminating_count == 0;
+            return if same { 0 } else { whole };
+        }
+        // Compared by identity: a backend without an id yet is in no current slot.
+        let idents = |list: &[BackendSpec]| -> Vec<Ident> { list.iter().map(backend_ident).collect() };
+        let current = |start: u32, len: u32| -> Option<Vec<Ident>> {
+            self.read_slots(t, start, len)?
+                .iter()
+                .map(|id| self.backend_of.get(id).copied())
+                .collect()
+        };
+        let (ready, terminating) = (idents(&fe.ready), idents(&fe.terminating));
+        let (Some(cur_ready), Some(cur_term)) = (
+            current(0, c.ready_count),
+            current(c.ready_count, c.terminating_count),
+        ) else {
+            return whole;
+        };
+        if same_members(&cur_ready, &ready) {
+            (terminating.len() as u64).saturating_sub(cur_term.len() as u64)
+        } else if cur_term.is_empty() && terminating.is_empty() {
+            (ready.len() as u64).saturating_sub(cur_ready.len() as u64)
+        } else {
+            whole
+        }
     }
 
     /// The common part of `plan` and `plan_delta`: `changed` frontends in key order, `gone` keys, and the service
@@ -270,10 +473,15 @@ impl Planner {
                 }
             }
         }
-        // Entries nothing planned any more (removed, or not programmable).
+        // Entries nothing planned any more (removed, or not programmable); a refused Service keeps its entries.
+        let held: HashSet<ServiceKey> = self
+            .refused
+            .values()
+            .flat_map(|(_, fes)| fes.iter().map(|f| f.key()))
+            .collect();
         let removed: Vec<ServiceKey> = candidates
             .into_iter()
-            .filter(|k| self.view.services.contains_key(k) && !self.prev.contains_key(k))
+            .filter(|k| self.view.services.contains_key(k) && !self.prev.contains_key(k) && !held.contains(k))
             .collect();
         for key in removed {
             self.emit(MapOp::DeleteService(key), &mut ops);
@@ -620,16 +828,20 @@ impl Planner {
             .iter()
             .filter_map(|i| self.rev_nat_ids.get(i).copied())
             .collect();
+        // After a restore, an entry of a refused Service (kept, but not planned) still points at its rev-NAT id.
+        let mut referenced: HashSet<u32> = HashSet::new();
         if full {
             candidates.extend(self.view.rev_nat.keys().chain(self.rev_nat_of.keys()));
+            referenced.extend(self.view.services.values().map(|v| u32::from(v.rev_nat_id)));
         }
         candidates.sort_unstable();
         candidates.dedup();
         for id in candidates {
-            let used = self
-                .rev_nat_of
-                .get(&id)
-                .is_some_and(|ident| self.rev_users.contains_key(ident));
+            let used = referenced.contains(&id)
+                || self
+                    .rev_nat_of
+                    .get(&id)
+                    .is_some_and(|ident| self.rev_users.contains_key(ident));
             if used {
                 continue;
             }
@@ -738,8 +950,8 @@ impl Planner {
     }
 }
 
-/// Whether `slots` holds exactly the ids of `wanted`, each once.
-fn same_members(slots: &[u32], wanted: &[u32]) -> bool {
+/// Whether `slots` holds exactly the ids (or identities) of `wanted`, each once.
+fn same_members<T: Ord + Clone>(slots: &[T], wanted: &[T]) -> bool {
     if slots.len() != wanted.len() {
         return false;
     }

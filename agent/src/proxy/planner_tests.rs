@@ -320,3 +320,219 @@ fn random_sequences_with_maglev_stay_consistent() {
         }
     }
 }
+
+/// Capacity: small maps, so that Services stop fitting.
+mod capacity {
+    use super::*;
+    use crate::proxy::{
+        capacity::{Limits, Resource},
+        state::Frontend,
+    };
+
+    fn limits(services: u32, backends: u32, slots: u32) -> Limits {
+        Limits {
+            services,
+            backends,
+            slots,
+            rev_nat: 64,
+        }
+    }
+
+    /// A Service `svc-<vip>` (one ClusterIP frontend) with `n` ready backends `10.244.<vip>.1..=n`.
+    fn svc(vip: u8, n: u8) -> Frontend {
+        let ready = (1..=n)
+            .map(|h| backend([10, 244, vip, h], 8080, Protocol::Tcp, false))
+            .collect();
+        frontend([10, 96, 0, vip], 80, Protocol::Tcp, ready, vec![])
+    }
+
+    fn state(fes: &[Frontend]) -> DataplaneState {
+        DataplaneState::from_frontends(fes.to_vec())
+    }
+
+    /// Plans `desired` and checks the maps then express `expected` (what fits) and stay within `l`.
+    fn step_within(
+        p: &mut Planner,
+        maps: &mut MapContents,
+        desired: &[Frontend],
+        expected: &[Frontend],
+        l: Limits,
+    ) {
+        let ops = p.plan(&state(desired));
+        *maps = apply_checked(maps, &ops, true);
+        assert_expresses(maps, &state(expected));
+        assert_eq!(p.contents(), maps);
+        assert!(
+            maps.services.len() <= l.services as usize,
+            "services over the limit"
+        );
+        assert!(
+            maps.backends.len() <= l.backends as usize,
+            "backends over the limit"
+        );
+        assert!(maps.slots.len() <= l.slots as usize, "slots over the limit");
+        assert!(
+            maps.backends.keys().all(|&id| id >= 1 && id <= l.backends),
+            "backend id out of range"
+        );
+    }
+
+    #[test]
+    fn a_new_service_too_large_is_refused_and_the_others_are_programmed() {
+        let l = limits(16, 8, 64);
+        let mut p = Planner::restore_with_limits(MapContents::default(), l);
+        let mut maps = MapContents::default();
+        let (small, big, other) = (svc(1, 3), svc(2, 6), svc(3, 2));
+        step_within(
+            &mut p,
+            &mut maps,
+            &[small.clone(), big.clone(), other.clone()],
+            &[small.clone(), other.clone()],
+            l,
+        );
+        let refused = p.take_new_refusals();
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        let r = &refused[0];
+        assert_eq!(
+            (r.namespace.as_str(), r.name.as_str(), r.endpoints),
+            ("default", "svc-2", 6)
+        );
+        assert_eq!(r.shortfall.resource, Resource::Backends);
+        assert_eq!(
+            (r.shortfall.needed, r.shortfall.free, r.shortfall.limit),
+            (6, 5, 8)
+        );
+        assert!(!r.kept_previous);
+        assert_eq!(p.refused().count(), 1);
+        // Planning the same again: nothing to write, and the refusal is not reported twice.
+        assert!(p.plan(&state(&[small, big, other])).is_empty());
+        assert!(p.take_new_refusals().is_empty());
+        assert_eq!(p.refused().count(), 1);
+    }
+
+    #[test]
+    fn an_existing_service_growing_too_large_keeps_its_programming_and_recovers_when_it_shrinks() {
+        let l = limits(16, 8, 64);
+        let mut p = Planner::restore_with_limits(MapContents::default(), l);
+        let mut maps = MapContents::default();
+        let (a, b) = (svc(1, 4), svc(2, 2));
+        step_within(
+            &mut p,
+            &mut maps,
+            &[a.clone(), b.clone()],
+            &[a.clone(), b.clone()],
+            l,
+        );
+        let before = maps.clone();
+        // a grows past what is left (2 free backend ids): nothing of it is written, b changes normally.
+        let (a_big, b2) = (svc(1, 8), svc(2, 1));
+        let ops = p.plan(&state(&[a_big.clone(), b2.clone()]));
+        maps = apply_checked(&maps, &ops, true);
+        assert_expresses(&maps, &state(&[a.clone(), b2.clone()]));
+        let a_key = a.key();
+        assert_eq!(
+            maps.services[&a_key], before.services[&a_key],
+            "refused service entry changed"
+        );
+        let refused = p.take_new_refusals();
+        assert_eq!(refused.len(), 1);
+        assert!(
+            refused[0].kept_previous && refused[0].name == "svc-1",
+            "{refused:?}"
+        );
+        // Still too large on the next plan, even with b's freed backend: kept, not reported again.
+        let ops = p.plan(&state(&[a_big.clone(), b2.clone()]));
+        maps = apply_checked(&maps, &ops, true);
+        assert_expresses(&maps, &state(&[a.clone(), b2.clone()]));
+        assert!(p.take_new_refusals().is_empty());
+        // It shrinks to a size that fits: programmed, no longer refused.
+        let a_small = svc(1, 5);
+        step_within(
+            &mut p,
+            &mut maps,
+            &[a_small.clone(), b2.clone()],
+            &[a_small, b2],
+            l,
+        );
+        assert_eq!(p.refused().count(), 0);
+    }
+
+    #[test]
+    fn a_full_services_map_refuses_new_frontends_until_one_is_removed() {
+        let l = limits(2, 64, 64);
+        let mut p = Planner::restore_with_limits(MapContents::default(), l);
+        let mut maps = MapContents::default();
+        let (a, b, c) = (svc(1, 1), svc(2, 1), svc(3, 1));
+        step_within(
+            &mut p,
+            &mut maps,
+            &[a.clone(), b.clone(), c.clone()],
+            &[a.clone(), b.clone()],
+            l,
+        );
+        let refused = p.take_new_refusals();
+        assert_eq!(refused.len(), 1);
+        assert_eq!(
+            (refused[0].name.as_str(), refused[0].shortfall.resource),
+            ("svc-3", Resource::Services)
+        );
+        // a is removed (delta): the entry is deleted after the puts, so c fits from the next plan on.
+        let ops = p.plan_delta(&[], &[a.key()]);
+        maps = apply_checked(&maps, &ops, true);
+        assert_expresses(&maps, &state(&[b.clone()]));
+        // Any later plan (here an empty delta) tries the refused Service again.
+        let ops = p.plan_delta(&[], &[]);
+        maps = apply_checked(&maps, &ops, true);
+        assert_expresses(&maps, &state(&[b, c]));
+        assert_eq!(p.refused().count(), 0);
+    }
+
+    #[test]
+    fn slots_are_checked_for_the_whole_new_table_and_only_growth_in_place() {
+        let l = limits(16, 64, 10);
+        let mut p = Planner::restore_with_limits(MapContents::default(), l);
+        let mut maps = MapContents::default();
+        let a = svc(1, 6);
+        step_within(&mut p, &mut maps, &[a.clone()], &[a.clone()], l);
+        // Growing by 2 in place needs 2 of the 4 free slots.
+        let a8 = svc(1, 8);
+        step_within(&mut p, &mut maps, &[a8.clone()], &[a8.clone()], l);
+        // A second Service needing 3 slots does not fit in the 2 left.
+        let b = svc(2, 3);
+        step_within(&mut p, &mut maps, &[a8.clone(), b.clone()], &[a8.clone()], l);
+        let r = p.take_new_refusals();
+        assert_eq!(
+            (
+                r[0].shortfall.resource,
+                r[0].shortfall.needed,
+                r[0].shortfall.free
+            ),
+            (Resource::Slots, 3, 2)
+        );
+    }
+
+    #[test]
+    fn a_refused_service_survives_a_restart() {
+        let l = limits(16, 8, 64);
+        let mut p = Planner::restore_with_limits(MapContents::default(), l);
+        let mut maps = MapContents::default();
+        let (a, b) = (svc(1, 4), svc(2, 3));
+        step_within(
+            &mut p,
+            &mut maps,
+            &[a.clone(), b.clone()],
+            &[a.clone(), b.clone()],
+            l,
+        );
+        let a_big = svc(1, 8);
+        let ops = p.plan(&state(&[a_big.clone(), b.clone()]));
+        maps = apply_checked(&maps, &ops, true);
+        // Restart: the restored planner refuses a again and keeps what is pinned for it, rev-NAT entry included.
+        let mut restored = Planner::restore_with_limits(maps.clone(), l);
+        let ops = restored.plan(&state(&[a_big, b.clone()]));
+        maps = apply_checked(&maps, &ops, true);
+        assert_expresses(&maps, &state(&[a, b]));
+        assert_eq!(restored.refused().count(), 1);
+        assert!(restored.take_new_refusals()[0].kept_previous);
+    }
+}

@@ -1,4 +1,12 @@
 //! Skiff's own connection tracking: keys per direction, lookups, inserts and per-packet refresh.
+//!
+//! The map is an LRU: when it is full, new flows evict the least recently used entries instead of failing, so new
+//! connections always get through. An established TC flow whose entries were evicted is served again when its
+//! client sends next: a surviving service entry puts the reply entry back (`tc::restore_reply`), and a flow that
+//! lost both is selected anew (same backend with one backend, Maglev over an unchanged set, or ClientIP affinity;
+//! with random selection over several backends it may land on another one, which resets it). A reply sent before
+//! the client speaks again leaves untranslated and the client resets the flow. The agent counts evictions it sees
+//! (`skiff_conntrack_evictions_total`) and `skiff-agent inspect maps` reports a full map.
 use aya_ebpf::{bindings::BPF_ANY, helpers::bpf_ktime_get_ns};
 use skiff_common::{CtKey, CtValue, DropReason, ct_flags};
 

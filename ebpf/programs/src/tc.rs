@@ -121,6 +121,7 @@ fn from_pod(ctx: &TcContext) -> Result<i32, DropReason> {
             match lb::backend(entry.backend_id) {
                 Some(backend) => {
                     conntrack::touch(ct, &flow, now);
+                    restore_reply(&flow, &backend, &entry, now);
                     stats::count_flow(entry.rev_nat_id, entry.backend_id, bytes);
                     forward(ctx, &mut flow, &backend, &entry)?;
                     return Ok(OK);
@@ -170,6 +171,38 @@ fn from_pod(ctx: &TcContext) -> Result<i32, DropReason> {
     stats::count_flow(svc.rev_nat_id, sel.id, bytes);
     forward(ctx, &mut flow, &sel.backend, &entry)?;
     Ok(OK)
+}
+
+/// Puts back the reply entry of an established flow if the LRU evicted it while keeping the service entry (without
+/// it, replies would reach the client untranslated and the client would reset the flow).
+#[inline(always)]
+fn restore_reply(flow: &Flow, backend: &Backend, entry: &CtValue, now: u64) {
+    let hairpin = entry.flags & ct_flags::HAIRPIN != 0;
+    let client = if hairpin { entry.nat_addr_be } else { flow.saddr };
+    let key = conntrack::key_of(
+        backend.addr_be,
+        client,
+        backend.port_be,
+        flow.sport,
+        flow.proto,
+        ct_kind::REPLY,
+    );
+    if conntrack::lookup(&key).is_some() {
+        return;
+    }
+    let mut reply = CtValue {
+        last_seen_ns: now,
+        backend_id: entry.backend_id,
+        rev_nat_id: entry.rev_nat_id,
+        ..CtValue::default()
+    };
+    if hairpin {
+        reply.flags = ct_flags::HAIRPIN;
+        reply.nat_addr_be = flow.saddr;
+        reply.nat_port_be = flow.sport;
+    }
+    // Failing to restore it costs no more than the eviction did; the packet itself is fine.
+    let _ = conntrack::upsert(&key, &reply);
 }
 
 /// DNAT to the backend; hairpin flows are also SNATed so the backend's reply comes back through us.
