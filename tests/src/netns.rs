@@ -50,6 +50,52 @@ pub fn exec(ns: &str, argv: &[&str]) -> String {
 }
 
 /// Names of the existing network namespaces.
+/// A pod's `eth0` in `pod_ns` with `pod_ip`/32, its host side `host_if` in `node_ns` holding `gateway`/32 and a
+/// /32 route back to the pod, the pod's default route via `gateway`, and TX checksum offload off on both ends
+/// (BPF rewrites on veth need computed checksums).
+pub fn wire_pod(node_ns: &str, gateway: &str, pod_ns: &str, host_if: &str, pod_ip: &str) {
+    ip(&[
+        "link", "add", "eth0", "netns", pod_ns, "type", "veth", "peer", "name", host_if, "netns", node_ns,
+    ]);
+    ip(&[
+        "-n",
+        node_ns,
+        "addr",
+        "add",
+        &format!("{gateway}/32"),
+        "dev",
+        host_if,
+    ]);
+    ip(&["-n", node_ns, "link", "set", host_if, "up"]);
+    ip(&[
+        "-n",
+        node_ns,
+        "route",
+        "add",
+        &format!("{pod_ip}/32"),
+        "dev",
+        host_if,
+    ]);
+    ip(&[
+        "-n",
+        pod_ns,
+        "addr",
+        "add",
+        &format!("{pod_ip}/32"),
+        "dev",
+        "eth0",
+    ]);
+    ip(&["-n", pod_ns, "link", "set", "eth0", "up"]);
+    ip(&[
+        "-n", pod_ns, "route", "add", gateway, "dev", "eth0", "scope", "link",
+    ]);
+    ip(&[
+        "-n", pod_ns, "route", "add", "default", "via", gateway, "dev", "eth0",
+    ]);
+    exec(pod_ns, &["ethtool", "-K", "eth0", "tx", "off"]);
+    exec(node_ns, &["ethtool", "-K", host_if, "tx", "off"]);
+}
+
 pub fn list() -> Vec<String> {
     try_run(Command::new("ip").args(["netns", "list"]))
         .unwrap_or_default()

@@ -4,8 +4,9 @@
 //! ```text
 //!  skn-node1 eth0 10.98.0.11 ──┐
 //!  skn-node2 eth0 10.98.0.12 ──┴── br0 in skn-wire
-//!  podCIDRs 10.245.1.0/24 and 10.245.2.0/24; the agents' log endpoints on 127.0.0.1 (host namespace)
+//!  podCIDRs 10.245.1.0/24 and 10.245.2.0/24; the agents' kubelet endpoints (HTTPS) on 127.0.0.1 (host namespace)
 //! ```
+//! Each agent runs with its own node kubeconfig (`system:node:<name>`), so node restriction applies to it.
 use std::{
     fs::{File, TryLockError},
     net::TcpListener,
@@ -163,7 +164,48 @@ impl NodeLab {
         self.wait_control_ready();
     }
 
+    /// Node `node`'s own kubeconfig (`system:node:<node>` in `system:nodes`), which its agent runs with.
+    pub fn node_kubeconfig(&self, node: &str) -> PathBuf {
+        self.dir.join(format!("{node}.kubeconfig"))
+    }
+
+    /// The command line of `node`'s running agent (from /proc).
+    pub fn agent_command_line(&self, node: &str) -> Vec<String> {
+        let (_, p) = self
+            .agents
+            .iter()
+            .find(|(n, _)| n.name == node)
+            .unwrap_or_else(|| panic!("no agent for {node}"));
+        let pid = p.as_ref().expect("the agent is running").child.id();
+        std::fs::read(format!("/proc/{pid}/cmdline"))
+            .unwrap_or_default()
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect()
+    }
+
+    /// Issues a client-certificate kubeconfig for `user` in `groups` with `skiff-control kubeconfig`.
+    pub fn issue_kubeconfig(&self, user: &str, groups: &[&str], out: &Path) {
+        let mut cmd = Command::new(control_bin());
+        cmd.arg("kubeconfig")
+            .arg("--data-dir")
+            .arg(self.dir.join("control"))
+            .args([
+                "--server",
+                &format!("https://127.0.0.1:{}", self.control_port),
+                "--user",
+                user,
+            ]);
+        for g in groups {
+            cmd.args(["--group", g]);
+        }
+        try_run(cmd.arg("--out").arg(out)).unwrap_or_else(|e| panic!("skiff-control kubeconfig: {e:#}"));
+    }
+
     fn spawn_agent(&self, n: LabNode) -> Proc {
+        let kubeconfig = self.node_kubeconfig(n.name);
+        self.issue_kubeconfig(&format!("system:node:{}", n.name), &["system:nodes"], &kubeconfig);
         let log = File::options()
             .create(true)
             .append(true)
@@ -172,7 +214,7 @@ impl NodeLab {
         Proc::spawn(
             Command::new(agent_bin())
                 .args(["node", "--kubeconfig"])
-                .arg(&self.kubeconfig)
+                .arg(&kubeconfig)
                 .args(["--node-name", n.name, "--netns", n.name, "--uplink", "eth0"])
                 .args([
                     "--pod-cidr",
@@ -236,6 +278,16 @@ impl NodeLab {
             Command::new(k8s_tools::kubectl())
                 .arg("--kubeconfig")
                 .arg(&self.kubeconfig)
+                .args(args),
+        )
+    }
+
+    /// Runs kubectl with another kubeconfig (a node's or a user's).
+    pub fn kubectl_as(&self, kubeconfig: &Path, args: &[&str]) -> anyhow::Result<String> {
+        try_run(
+            Command::new(k8s_tools::kubectl())
+                .arg("--kubeconfig")
+                .arg(kubeconfig)
                 .args(args),
         )
     }

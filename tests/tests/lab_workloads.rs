@@ -7,9 +7,9 @@ use std::{
     collections::BTreeSet,
     sync::{
         Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
+        atomic::{AtomicBool, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tests::lab_client::{IMAGE, LabUnderTest, PodHandle, reaches_all, wait};
@@ -26,6 +26,9 @@ const LAB: LabUnderTest = LabUnderTest {
     // A node is Unknown 4 s after its last heartbeat and its pods are evicted 4 s later.
     extra: &["--node-grace-seconds", "4", "--eviction-seconds", "4"],
 };
+/// The lab's `--node-grace-seconds` and `--eviction-seconds` above.
+const NODE_GRACE_SECONDS: u64 = 4;
+const EVICTION_SECONDS: u64 = 4;
 const VIP: &str = "10.92.0.80";
 const AFFINITY_VIP: &str = "10.92.0.81";
 const LOCAL_NODE_PORT: u16 = 30082;
@@ -155,7 +158,8 @@ fn get_from_client(url: &str) -> Option<String> {
 }
 
 fn client() -> PodHandle {
-    LAB.pod_handle("client").expect("the client pod runs")
+    // Retried: one kubectl call behind the handle may fail while the apiserver is busy.
+    wait("the client pod's sandbox", 30, || LAB.pod_handle("client"))
 }
 
 fn assert_traffic_reaches_exactly(pods: &[(String, String, String)]) {
@@ -173,6 +177,116 @@ fn assert_traffic_reaches_exactly(pods: &[(String, String, String)]) {
     }
 }
 
+/// Constant load on the ClusterIP from the client pod (one request at a time), counting answers and failures.
+struct Load {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<LoadFigures>,
+}
+
+/// What a [`Load`] saw.
+#[derive(Debug)]
+struct LoadFigures {
+    ok: usize,
+    failed: usize,
+    /// When the last failed request ended.
+    last_failure: Option<Instant>,
+    /// Every answer (pod name) and when it came.
+    answers: Vec<(Instant, String)>,
+}
+
+impl Load {
+    fn start() -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let client = client();
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut f = LoadFigures {
+                ok: 0,
+                failed: 0,
+                last_failure: None,
+                answers: Vec::new(),
+            };
+            // Bounded: every step below has its own timeout; 6000 requests is far more than they need.
+            for _ in 0..6000 {
+                if flag.load(Ordering::Relaxed) {
+                    break;
+                }
+                match client.curl(&format!("http://{VIP}/hostname")) {
+                    Some(name) => {
+                        f.ok += 1;
+                        f.answers.push((Instant::now(), name));
+                    }
+                    None => {
+                        f.failed += 1;
+                        f.last_failure = Some(Instant::now());
+                    }
+                }
+            }
+            f
+        });
+        Self { stop, thread }
+    }
+
+    fn finish(self) -> LoadFigures {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+/// The client pod's ServiceAccount files as its container sees them: (token, ca.crt, namespace).
+fn client_service_account_files() -> (String, String, String) {
+    let uid = LAB.jsonpath(&["pod", "client"], "{.metadata.uid}");
+    let run = format!(
+        "{}/nodes/skw-node1/pods/{uid}/containers/main/run-0.json",
+        LAB.dir
+    );
+    let run: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&run).unwrap()).unwrap();
+    let pid = run["pid"].as_u64().unwrap().to_string();
+    let read = |f: &str| {
+        let path = format!("/var/run/secrets/kubernetes.io/serviceaccount/{f}");
+        let out = std::process::Command::new("nsenter")
+            .args(["-t", &pid, "-m", "--", "cat", &path])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{path} in the client pod: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let host = format!(
+        "{}/nodes/skw-node1/pods/{uid}/volumes/kube-api-access/token",
+        LAB.dir
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&host).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{host} is {mode:o}");
+    (read("token"), read("ca.crt"), read("namespace"))
+}
+
+/// `kubectl auth whoami` with only a bearer token and a CA file (no kubeconfig credentials).
+fn whoami_with_token(token: &str, ca: &str) -> Result<String, String> {
+    let ca_file = format!("{}/client-ca.crt", LAB.dir);
+    std::fs::write(&ca_file, ca).unwrap();
+    let out = std::process::Command::new(format!("{}/bin/kubectl", LAB.dir))
+        .args([
+            "--kubeconfig",
+            "/dev/null",
+            "--server",
+            &format!("https://127.0.0.1:{}", LAB.api_port),
+        ])
+        .args(["--certificate-authority", &ca_file, "--token", token])
+        .args(["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"])
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
 #[test]
 fn workloads_follow_scaling_rollouts_node_loss_and_node_joins() {
     let _guard = LAB.fresh();
@@ -182,6 +296,14 @@ fn workloads_follow_scaling_rollouts_node_loss_and_node_joins() {
     // Deploy 3, scale to 6: endpoints and traffic follow.
     LAB.apply(&web(3));
     LAB.wait_pod_ip("client");
+    // The client pod got its ServiceAccount token like kubelet projects it, and it authenticates as the account.
+    let (token, ca, namespace) = client_service_account_files();
+    assert_eq!(namespace, "default");
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "ca.crt: {ca}");
+    assert_eq!(
+        whoami_with_token(&token, &ca).as_deref(),
+        Ok("system:serviceaccount:default:default")
+    );
     let pods = wait_serving(3);
     assert_traffic_reaches_exactly(&pods);
     let out = kubectl(&["rollout", "status", "deployment/web", "--timeout=60s"]);
@@ -205,32 +327,13 @@ fn workloads_follow_scaling_rollouts_node_loss_and_node_joins() {
     }
 
     // Rolling update under constant load: zero failed requests.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let load = {
-        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-        let client = client();
-        std::thread::spawn(move || {
-            // Bounded: the rollout below has its own timeout; 3000 requests is far more than it needs.
-            for _ in 0..3000 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                match client.curl(&format!("http://{VIP}/hostname")) {
-                    Some(_) => ok.fetch_add(1, Ordering::Relaxed),
-                    None => failed.fetch_add(1, Ordering::Relaxed),
-                };
-            }
-        })
-    };
+    let load = Load::start();
     std::thread::sleep(Duration::from_secs(1));
     kubectl(&["set", "env", "deployment/web", "ROLLOUT=2"]);
     let out = kubectl(&["rollout", "status", "deployment/web", "--timeout=180s"]);
     assert!(out.contains("successfully rolled out"), "{out}");
     std::thread::sleep(Duration::from_secs(1));
-    stop.store(true, Ordering::Relaxed);
-    load.join().unwrap();
-    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    let LoadFigures { ok, failed, .. } = load.finish();
     println!("rolling update under load: {ok} requests succeeded, {failed} failed");
     assert!(ok > 20, "too few requests during the rollout: {ok}");
     assert_eq!(
@@ -247,18 +350,53 @@ fn workloads_follow_scaling_rollouts_node_loss_and_node_joins() {
         .map(|p| p.0.clone())
         .collect();
     assert!(!on_node3.is_empty(), "no web pod on skw-node3: {pods:?}");
+    let node3_ips: BTreeSet<String> = pods
+        .iter()
+        .filter(|p| p.2 == "skw-node3")
+        .map(|p| p.1.clone())
+        .collect();
+    let load = Load::start();
     LAB.lab(&["stop-node", "skw-node3"]);
-    let started = std::time::Instant::now();
+    let started = Instant::now();
+    let mut endpoints_gone = None;
     let pods = wait(&format!("replacements for {on_node3:?}"), 90, || {
         let pods = ready_pods("web");
         let ips: BTreeSet<String> = pods.iter().map(|p| p.1.clone()).collect();
-        (pods.len() == 6 && pods.iter().all(|p| p.2 != "skw-node3") && ready_endpoints("web") == ips)
-            .then_some(pods)
+        let endpoints = ready_endpoints("web");
+        if endpoints_gone.is_none() && endpoints.is_disjoint(&node3_ips) {
+            endpoints_gone = Some(Instant::now());
+        }
+        (pods.len() == 6 && pods.iter().all(|p| p.2 != "skw-node3") && endpoints == ips).then_some(pods)
     });
+    let replaced = started.elapsed();
+    std::thread::sleep(Duration::from_secs(2));
+    let figures = load.finish();
+    // Traffic has recovered when the last failed request is behind us; the bound is the lab's node grace plus its
+    // eviction delay plus 10 s.
+    let recovery = figures.last_failure.map_or(Duration::ZERO, |t| t - started);
+    let bound = Duration::from_secs(NODE_GRACE_SECONDS + EVICTION_SECONDS + 10);
     println!(
-        "node loss: 6 serving replicas off skw-node3 after {:?}",
-        started.elapsed()
+        "node loss: {} requests succeeded, {} failed; traffic recovered after {:.1} s (bound {} s); 6 serving \
+         replicas off skw-node3 after {:.1} s",
+        figures.ok,
+        figures.failed,
+        recovery.as_secs_f64(),
+        bound.as_secs(),
+        replaced.as_secs_f64()
     );
+    assert!(recovery <= bound, "traffic recovered only after {recovery:?}");
+    // No answer from the lost node's pods once their endpoints were removed (plus two seconds for the agents).
+    if let Some(gone) = endpoints_gone {
+        let late: Vec<&(Instant, String)> = figures
+            .answers
+            .iter()
+            .filter(|(t, name)| *t > gone + Duration::from_secs(2) && on_node3.contains(name))
+            .collect();
+        assert!(
+            late.is_empty(),
+            "answers from skw-node3's pods after their endpoints went: {late:?}"
+        );
+    }
     let taints = LAB.jsonpath(&["node", "skw-node3"], "{.spec.taints[*].key}");
     assert!(
         taints.contains("node.kubernetes.io/unreachable"),
@@ -286,9 +424,31 @@ fn workloads_follow_scaling_rollouts_node_loss_and_node_joins() {
         "skw-node3 still tainted: {taints}"
     );
 
-    // Scale down to 2: only the two left answer.
+    // Scale down 6 -> 2 under constant load: zero failed requests; then only the two left answer.
+    let load = Load::start();
+    std::thread::sleep(Duration::from_secs(1));
+    let t = Instant::now();
     kubectl(&["scale", "deployment/web", "--replicas=2"]);
     let pods = wait_serving(2);
+    wait("the scaled-down pods to be gone", 60, || {
+        (LAB.jsonpath(&["pods", "-l", "app=web"], "{.items[*].metadata.name}")
+            .split_whitespace()
+            .count()
+            == 2)
+            .then_some(())
+    });
+    let took = t.elapsed();
+    std::thread::sleep(Duration::from_secs(1));
+    let LoadFigures { ok, failed, .. } = load.finish();
+    println!(
+        "scale-down 6 -> 2 under load: {ok} requests succeeded, {failed} failed ({:.1} s until 2 pods were left)",
+        took.as_secs_f64()
+    );
+    assert!(ok > 20, "too few requests during the scale-down: {ok}");
+    assert_eq!(
+        failed, 0,
+        "requests failed during the scale-down ({ok} succeeded)"
+    );
     assert_traffic_reaches_exactly(&pods);
 
     // A DaemonSet: one pod per node, also on a node added later; Local NodePort keeps the client address.
@@ -323,6 +483,19 @@ fn workloads_follow_scaling_rollouts_node_loss_and_node_joins() {
     assert!(
         client.starts_with(&format!("{CLIENT_IP}:")),
         "the pod saw {client}, not the client address"
+    );
+
+    // The client pod's token dies with the pod.
+    kubectl(&["delete", "pod", "client", "--wait=true", "--timeout=60s"]);
+    let refused = wait("the deleted pod's token to be refused", 20, || {
+        whoami_with_token(&token, &ca).err()
+    });
+    assert!(
+        refused.contains("Unauthorized") || refused.contains("must be logged in"),
+        "{refused}"
+    );
+    println!(
+        "ServiceAccount token: authenticated as system:serviceaccount:default:default; refused after the pod was deleted"
     );
 
     LAB.lab(&["down", "--purge"]);

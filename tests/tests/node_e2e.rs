@@ -2,9 +2,11 @@
 //! with shared localhost and emptyDir, readiness, crash back-off, `kubectl logs`, pod-to-pod across nodes, a
 //! ClusterIP Service over both nodes through the TC and socket paths, re-adoption after an agent restart, a
 //! Deployment behind a Service whose endpoints follow pod deletion, and agents riding out an apiserver crash.
+//! The agents run as `system:node:<name>`; their kubelet endpoint is HTTPS with authentication (401 without
+//! credentials, 403 for a view user or another node, 200 for the apiserver's kubelet client).
 //!
 //! Run with `cargo build -p agent -p control && cargo test -p tests --test node_e2e -- --test-threads=1`.
-use std::collections::BTreeSet;
+use std::{collections::BTreeSet, path::Path};
 
 use tests::node_lab::{NODES, NodeLab};
 
@@ -125,6 +127,148 @@ fn curl(lab: &NodeLab, node: &str, pod: &str, cgroup: Option<&std::path::Path>, 
         .ok()
 }
 
+/// The HTTP status of a request to the kubelet endpoint on 127.0.0.1:`port` (its certificate is self-signed,
+/// hence `-k`), with extra curl arguments (credentials).
+fn kubelet_status(port: &str, path: &str, extra: &[&str]) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10"])
+        .args(extra)
+        .arg(format!("https://127.0.0.1:{port}{path}"))
+        .output()
+        .expect("running curl");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Writes the client certificate and key of a kubeconfig to `<kubeconfig>.crt` and `.key`.
+fn cert_files(kubeconfig: &Path) -> (String, String) {
+    use std::io::Write;
+    let text = std::fs::read_to_string(kubeconfig).unwrap();
+    let v: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let user = &v["users"][0]["user"];
+    let mut paths = Vec::new();
+    for (field, ext) in [("client-certificate-data", "crt"), ("client-key-data", "key")] {
+        let data = user[field]
+            .as_str()
+            .unwrap_or_else(|| panic!("{field} in {text}"));
+        let mut child = std::process::Command::new("base64")
+            .arg("-d")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(data.as_bytes()).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "base64 -d of {field}");
+        let path = kubeconfig.with_extension(ext);
+        std::fs::write(&path, out.stdout).unwrap();
+        paths.push(path.to_string_lossy().into_owned());
+    }
+    (paths[0].clone(), paths[1].clone())
+}
+
+/// The agent's HTTPS endpoint authenticates (client certificate or TokenReview) and authorizes
+/// (SubjectAccessReview on nodes/proxy) every request but /healthz; authorized requests for `logs` get
+/// `authorized`.
+fn kubelet_endpoint_is_authenticated(lab: &NodeLab, node: &str, logs: &str, authorized: &str) {
+    let port = lab.get(&["node", node], "{.status.daemonEndpoints.kubeletEndpoint.Port}");
+    assert!(!port.is_empty(), "node {node} publishes its kubelet port");
+    assert_eq!(kubelet_status(&port, "/healthz", &[]), "200", "/healthz is open");
+    assert_eq!(kubelet_status(&port, logs, &[]), "401", "no credentials");
+    let bogus = ["-H", "Authorization: Bearer not-a-token"];
+    assert_eq!(kubelet_status(&port, logs, &bogus), "401", "unknown token");
+
+    let viewer = lab.dir.join("viewer.kubeconfig");
+    if !viewer.exists() {
+        lab.kubectl(&[
+            "create",
+            "clusterrolebinding",
+            "skn-viewer",
+            "--clusterrole=view",
+            "--user=skn-viewer",
+        ])
+        .unwrap();
+        lab.issue_kubeconfig("skn-viewer", &[], &viewer);
+    }
+    if authorized == "200" {
+        assert!(
+            lab.kubectl_as(&viewer, &["logs", "two", "-c", "side", "--tail=1"])
+                .unwrap()
+                .contains("side-done"),
+            "a view user reads logs through the apiserver"
+        );
+    }
+    let (crt, key) = cert_files(&viewer);
+    assert_eq!(
+        kubelet_status(&port, logs, &["--cert", &crt, "--key", &key]),
+        "403",
+        "a view user may not use the kubelet API directly"
+    );
+    let other = NODES.iter().find(|n| n.name != node).unwrap();
+    let (crt, key) = cert_files(&lab.node_kubeconfig(other.name));
+    assert_eq!(
+        kubelet_status(&port, logs, &["--cert", &crt, "--key", &key]),
+        "403",
+        "another node may not read this node's pods' logs"
+    );
+
+    let pki = lab.dir.join("control/pki");
+    let (crt, key) = (
+        pki.join("apiserver-kubelet-client.crt"),
+        pki.join("apiserver-kubelet-client.key"),
+    );
+    let (crt, key) = (crt.to_string_lossy(), key.to_string_lossy());
+    assert_eq!(
+        kubelet_status(&port, logs, &["--cert", &crt, "--key", &key]),
+        authorized,
+        "the apiserver's kubelet client"
+    );
+    let token = std::fs::read_to_string(pki.join("admin.token")).unwrap();
+    let bearer = format!("Authorization: Bearer {}", token.trim());
+    assert_eq!(
+        kubelet_status(&port, logs, &["-H", &bearer]),
+        authorized,
+        "an admin token, checked with a TokenReview"
+    );
+}
+
+/// Each agent runs as `system:node:<name>`, and node restriction keeps one node's credentials off another's Node.
+fn nodes_run_with_their_own_identity(lab: &NodeLab) {
+    for n in NODES {
+        let kubeconfig = lab.node_kubeconfig(n.name);
+        let who = lab
+            .kubectl_as(
+                &kubeconfig,
+                &["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"],
+            )
+            .unwrap();
+        assert_eq!(who, format!("system:node:{}", n.name));
+        let argv = lab.agent_command_line(n.name);
+        let used = argv
+            .iter()
+            .position(|a| a == "--kubeconfig")
+            .and_then(|i| argv.get(i + 1));
+        assert_eq!(
+            used.map(std::path::PathBuf::from),
+            Some(kubeconfig.clone()),
+            "the agent of {} runs with its node credentials: {argv:?}",
+            n.name
+        );
+    }
+    let (a, b) = (NODES[0].name, NODES[1].name);
+    let a_config = lab.node_kubeconfig(a);
+    lab.kubectl_as(&a_config, &["label", "node", a, "skn-own=yes"])
+        .expect("a node labels its own Node");
+    let refused = lab
+        .kubectl_as(&a_config, &["label", "node", b, "skn-other=yes"])
+        .expect_err("node A must not change node B");
+    assert!(format!("{refused:#}").contains("forbidden"), "{refused:#}");
+    assert!(
+        lab.get(&["node", b], "{.metadata.labels.skn-other}").is_empty(),
+        "node B is unchanged"
+    );
+    lab.kubectl(&["label", "node", a, "skn-own-"]).unwrap();
+}
+
 #[test]
 fn lab_nodes_run_pods_and_services() {
     let mut lab = NodeLab::start();
@@ -151,6 +295,10 @@ fn lab_nodes_run_pods_and_services() {
     ] {
         assert!(conditions.contains(c), "{c} missing: {conditions}");
     }
+    // The agents run as their nodes; the kubelet endpoint authenticates and authorizes before anything else
+    // (an authorized request for a pod the node does not run is a 404 from the log handler).
+    nodes_run_with_their_own_identity(&lab);
+    kubelet_endpoint_is_authenticated(&lab, n1, "/containerLogs/default/absent/c", "404");
 
     // A 2-container pod: shared localhost and emptyDir; readiness gated until the sidecar's flag exists.
     lab.apply(TWO);
@@ -194,6 +342,8 @@ fn lab_nodes_run_pods_and_services() {
         Some(124),
         "-f keeps streaming while the container runs"
     );
+
+    kubelet_endpoint_is_authenticated(&lab, n1, "/containerLogs/default/two/side?tailLines=1", "200");
 
     // A crashing container restarts with back-off; --previous shows the last run.
     lab.apply(CRASH);

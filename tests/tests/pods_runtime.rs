@@ -22,8 +22,9 @@ use skiff_agent::{
     pods::{
         backoff::BackoffConfig,
         logs,
-        plan::{PodContext, RuntimePlan, plan},
+        plan::{PodContext, RuntimePlan, SERVICE_ACCOUNT_MOUNT, SERVICE_ACCOUNT_VOLUME, plan},
         runtime::{PodHandle, PodRuntime, RuntimeConfig},
+        sa_token,
         status::{PodView, State},
     },
 };
@@ -60,6 +61,7 @@ impl Scratch {
             poll: Duration::from_millis(100),
             log_max_bytes: 1 << 20,
             log_keep: 2,
+            cluster_ca: None,
         }
     }
 }
@@ -131,6 +133,77 @@ fn exit_of(v: &PodView, name: &str) -> (i32, Option<i32>) {
     }
 }
 
+/// Runs `script` with `sh -c` inside container `name` of pod `uid` (`__enter-pod exec`, as exec probes and
+/// `kubectl exec` do); its stdout, trimmed.
+fn in_container(runtime: &PodRuntime, uid: &str, name: &str, script: &str) -> String {
+    let run = std::fs::read_to_string(runtime.pod_dir(uid).run_file(name, 0)).unwrap();
+    let run: serde_json::Value = serde_json::from_str(&run).unwrap();
+    let pid = run["pid"].as_u64().unwrap().to_string();
+    let out = std::process::Command::new(agent_bin())
+        .args(["__enter-pod", "exec", "--pid", &pid, "--", "sh", "-c", script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "exec {script:?} in {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Every container sees the ServiceAccount files read-only at kubelet's path, a rewrite of the token shows
+/// through, and each container has its own pid namespace: its process is pid 1 and it sees no other process.
+fn check_token_mount_and_pid_namespace(runtime: &PodRuntime, uid: &str, token_dir: &Path) {
+    let dir = SERVICE_ACCOUNT_MOUNT;
+    for c in ["web", "sidecar", "stubborn"] {
+        assert_eq!(
+            in_container(runtime, uid, c, &format!("cat {dir}/token")),
+            "token-1"
+        );
+        assert_eq!(
+            in_container(runtime, uid, c, &format!("cat {dir}/namespace")),
+            "lab"
+        );
+        let write = in_container(
+            runtime,
+            uid,
+            c,
+            &format!("touch {dir}/x 2>/dev/null && echo rw || echo ro"),
+        );
+        assert_eq!(write, "ro", "the token volume is read-only in {c}");
+    }
+    sa_token::write_volume(token_dir, "token-2", b"CA", "lab").unwrap();
+    assert_eq!(
+        in_container(runtime, uid, "web", &format!("cat {dir}/token")),
+        "token-2"
+    );
+
+    let first = in_container(runtime, uid, "sidecar", "tr '\\0' ' ' < /proc/1/cmdline");
+    assert!(
+        first.starts_with("sh -c until curl") || first.starts_with("sleep 1000"),
+        "pid 1 is {first:?}"
+    );
+    let web_first = in_container(runtime, uid, "web", "tr '\\0' ' ' < /proc/1/cmdline");
+    assert!(web_first.contains("netexec"), "pid 1 of web is {web_first:?}");
+    // Only pid 1, this shell and its pipeline: nothing of the host or of the other containers.
+    let pids = in_container(
+        runtime,
+        uid,
+        "web",
+        "ls /proc | grep -E '^[0-9]+$' | tr '\\n' ' '",
+    );
+    let pids: Vec<u32> = pids.split_whitespace().map(|p| p.parse().unwrap()).collect();
+    assert!(
+        pids.contains(&1) && pids.len() <= 6,
+        "processes visible in web: {pids:?}"
+    );
+    let all = in_container(runtime, uid, "web", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '");
+    assert!(
+        !all.contains("trap"),
+        "web sees the stubborn container's processes: {all}"
+    );
+}
+
 #[test]
 fn two_containers_share_localhost_and_an_emptydir_reachable_from_the_node() {
     netns::sweep(&format!("skiff-podtest-{}", std::process::id()));
@@ -175,6 +248,7 @@ spec:
         node_name: node_name.clone(),
         pod_ip: Some(pod_ip),
         agent_exe: cfg.agent_exe.clone(),
+        service_account_automount: None,
     };
     let plan: RuntimePlan = plan(&spec, &ctx).unwrap();
     let node_ns = Netns::named(&node_name);
@@ -193,9 +267,14 @@ spec:
             },
         )
         .unwrap();
+        // What the node writes before the containers start (the token volume is the runtime's, the TokenRequest
+        // the node's).
+        let token_dir = runtime.pod_dir(&uid).volume(SERVICE_ACCOUNT_VOLUME);
+        sa_token::write_volume(&token_dir, "token-1", b"CA", "lab").unwrap();
         let h = runtime.run(plan.clone(), sandbox, Some(pod_ip));
         let v = wait_status(&h, "a ready pod", 30, PodView::ready).await;
         assert_eq!(v.phase.as_str(), "Running");
+        check_token_mount_and_pid_namespace(&runtime, &uid, &token_dir);
 
         // The sidecar reached netexec over the pod's localhost and wrote through the shared emptyDir.
         let seen = runtime.pod_dir(&uid).volume("share").join("seen");
@@ -253,6 +332,12 @@ spec:
         assert_eq!(adopted_plan, plan);
         let h = runtime.run(adopted_plan, adopted_sb, Some(pod_ip));
         let v = wait_status(&h, "the re-adopted pod ready", 15, PodView::ready).await;
+        // Exec into a re-adopted container still lands in its namespaces.
+        let first = in_container(&runtime, &uid, "sidecar", "tr '\\0' ' ' < /proc/1/cmdline");
+        assert!(
+            first.starts_with("sleep 1000"),
+            "pid 1 of the re-adopted sidecar is {first:?}"
+        );
         assert!(
             v.containers.iter().all(|c| c.restart_count == 0),
             "re-adoption restarted something: {v:#?}"
@@ -311,6 +396,7 @@ spec:
         node_name: "skiff-podtest-node".into(),
         pod_ip: None::<Ipv4Addr>,
         agent_exe: cfg.agent_exe.clone(),
+        service_account_automount: None,
     };
     let plan = plan(&spec, &ctx).unwrap();
     rt().block_on(async {

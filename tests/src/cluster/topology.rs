@@ -213,74 +213,7 @@ fn uplink(ns: &str, wire_peer: &str, addr: &str) {
 
 /// The pod's `eth0` and its host-side veth in the node.
 fn pod_link(pod: Pod) {
-    let node = pod.node;
-    ip(&[
-        "link",
-        "add",
-        "eth0",
-        "netns",
-        pod.netns,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        pod.host_if,
-        "netns",
-        node.name,
-    ]);
-    ip(&[
-        "-n",
-        node.name,
-        "addr",
-        "add",
-        &format!("{}/32", node.gateway),
-        "dev",
-        pod.host_if,
-    ]);
-    ip(&["-n", node.name, "link", "set", pod.host_if, "up"]);
-    ip(&[
-        "-n",
-        node.name,
-        "route",
-        "add",
-        &format!("{}/32", pod.ip),
-        "dev",
-        pod.host_if,
-    ]);
-    ip(&[
-        "-n",
-        pod.netns,
-        "addr",
-        "add",
-        &format!("{}/32", pod.ip),
-        "dev",
-        "eth0",
-    ]);
-    ip(&["-n", pod.netns, "link", "set", "eth0", "up"]);
-    ip(&[
-        "-n",
-        pod.netns,
-        "route",
-        "add",
-        node.gateway,
-        "dev",
-        "eth0",
-        "scope",
-        "link",
-    ]);
-    ip(&[
-        "-n",
-        pod.netns,
-        "route",
-        "add",
-        "default",
-        "via",
-        node.gateway,
-        "dev",
-        "eth0",
-    ]);
-    tx_csum_off(pod.netns, "eth0");
-    tx_csum_off(node.name, pod.host_if);
+    netns::wire_pod(pod.node.name, pod.node.gateway, pod.netns, pod.host_if, pod.ip);
 }
 
 /// The MAC address of `dev` in `ns`.
