@@ -35,10 +35,12 @@ pub const APT_PACKAGES: &[&str] = &[
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// cargo-fuzz builds and runs the fuzz targets in fuzz/ (`cargo xtask test fuzz`).
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const BPFFS: &str = "/sys/fs/bpf";
 const BTF: &str = "/sys/kernel/btf/vmlinux";
-const STEPS: usize = 7;
+const STEPS: usize = 8;
 
 /// Runs every setup step, stopping at the first failure.
 pub fn run() -> Result<()> {
@@ -47,6 +49,7 @@ pub fn run() -> Result<()> {
     p.run("apt packages", apt_packages)?;
     p.run("nightly toolchain + rust-src", nightly)?;
     p.run("bpf-linker", bpf_linker)?;
+    p.run("cargo-fuzz", cargo_fuzz)?;
     p.run("bpffs", |_| bpffs())?;
     p.run("cgroup2", |_| cgroup2())?;
     p.run("kernel BTF", |_| btf())?;
@@ -177,6 +180,27 @@ fn bpf_linker(step: &Step<'_>) -> Result<Outcome> {
     Ok(Outcome::Done)
 }
 
+fn cargo_fuzz(step: &Step<'_>) -> Result<Outcome> {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let version = cmd::output(Command::new(&cargo).args(["fuzz", "--version"])).unwrap_or_default();
+    if cargo_fuzz_matches(&version, CARGO_FUZZ_VERSION) {
+        return Ok(Outcome::Ready(format!("already installed ({})", version.trim())));
+    }
+    step.say("installing (about 1 min)");
+    cmd::run(Command::new(&cargo).args([
+        "install",
+        "cargo-fuzz",
+        "--version",
+        CARGO_FUZZ_VERSION,
+        "--locked",
+        "--force",
+    ]))
+    .context(format!(
+        "building cargo-fuzz failed: try `cargo install cargo-fuzz --version {CARGO_FUZZ_VERSION} --locked` by hand"
+    ))?;
+    Ok(Outcome::Done)
+}
+
 fn bpffs() -> Result<Outcome> {
     if mount_point(&mounts()?, "bpf").as_deref() == Some(BPFFS) {
         return Ok(Outcome::Ready(format!("mounted at {BPFFS}")));
@@ -278,6 +302,12 @@ pub fn bpf_linker_matches(version_output: &str, wanted: &str) -> bool {
     version_output.starts_with("bpf-linker ") && minor(found) == minor(wanted)
 }
 
+/// Whether `cargo fuzz --version` output (`cargo-fuzz 0.13.2`) is exactly the wanted version.
+pub fn cargo_fuzz_matches(version_output: &str, wanted: &str) -> bool {
+    let mut words = version_output.split_whitespace();
+    words.next() == Some("cargo-fuzz") && words.next() == Some(wanted)
+}
+
 /// The mount point of the first mount of type `fstype` in `/proc/self/mounts` text.
 pub fn mount_point(mounts: &str, fstype: &str) -> Option<String> {
     mounts.lines().find_map(|l| {
@@ -364,6 +394,14 @@ mod tests {
         assert!(!bpf_linker_matches("bpf-linker 0.9.13\n", "0.13.0"));
         assert!(!bpf_linker_matches("", "0.13.0"));
         assert!(!bpf_linker_matches("something 0.13.0", "0.13.0"));
+    }
+
+    #[test]
+    fn cargo_fuzz_version_check() {
+        assert!(cargo_fuzz_matches("cargo-fuzz 0.13.2\n", "0.13.2"));
+        assert!(!cargo_fuzz_matches("cargo-fuzz 0.12.0\n", "0.13.2"));
+        assert!(!cargo_fuzz_matches("error: no such command: `fuzz`", "0.13.2"));
+        assert!(!cargo_fuzz_matches("", "0.13.2"));
     }
 
     #[test]

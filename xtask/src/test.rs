@@ -18,9 +18,12 @@ use crate::{
 #[derive(clap::Args, Debug)]
 pub struct TestArgs {
     /// Run only this suite: a file name (without .rs) in tests/tests/, `unit` for every crate's own tests, or
-    /// `harness` for the suites' helper library, `bench` for the benchmark smoke run.
+    /// `harness` for the suites' helper library, `bench` for the benchmark smoke run, `fuzz` for the fuzz targets.
     #[arg(long, value_name = "NAME")]
     pub suite: Option<String>,
+    /// The same as `--suite NAME` (`cargo xtask test fuzz`).
+    #[arg(value_name = "SUITE", conflicts_with = "suite")]
+    pub name: Option<String>,
 }
 
 /// Suites known to be fast, run first and in this order; other suites follow alphabetically, `*_e2e` suites last.
@@ -33,6 +36,16 @@ const SUITE_LIMIT: Duration = Duration::from_secs(15 * 60);
 /// The last step: `cargo xtask bench --quick` as a smoke run (every variant works, results.json is written).
 const BENCH: &str = "bench";
 const BENCH_LIMIT: Duration = Duration::from_secs(8 * 60);
+/// The fuzz targets (crate `fuzz/`, its own workspace): built with cargo-fuzz, then each run for a bounded time.
+const FUZZ: &str = "fuzz";
+pub const FUZZ_TARGETS: &[&str] = &["apiserver_decode", "desired_state", "maglev"];
+/// How long libFuzzer runs each target (`-max_total_time`), and the limits of one input.
+const FUZZ_SECONDS: u32 = 30;
+const FUZZ_INPUT_TIMEOUT_S: u32 = 3;
+const FUZZ_RSS_LIMIT_MB: u32 = 2048;
+/// A cold instrumented build of the fuzz crate (dev profile) takes about a third of this on 2 cores.
+const FUZZ_BUILD_LIMIT: Duration = Duration::from_secs(20 * 60);
+const FUZZ_RUN_LIMIT: Duration = Duration::from_secs(3 * 60);
 
 /// One thing the test command runs, with the cargo arguments that run it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,15 +78,16 @@ pub fn run(args: TestArgs) -> Result<bool> {
     setup::run()?;
     let root = workspace_root();
     let suites = order_suites(discover_suites(&root.join("tests/tests"))?);
-    let jobs = plan(&suites, args.suite.as_deref())?;
+    let jobs = plan(&suites, args.suite.or(args.name).as_deref())?;
     let agent_bin = target_dir(&root).join("debug/skiff-agent");
     println!("SKIFF_AGENT_BIN={}", agent_bin.display());
 
     let total = jobs.len();
     let mut rows = Vec::with_capacity(total);
     let mut build_failed = false;
+    let mut fuzz_build_failed = false;
     for (i, job) in jobs.iter().enumerate() {
-        if build_failed {
+        if build_failed || (fuzz_build_failed && job.name.starts_with("fuzz:")) {
             rows.push(Row {
                 name: job.name.clone(),
                 verdict: Verdict::NotRun,
@@ -113,6 +127,9 @@ pub fn run(args: TestArgs) -> Result<bool> {
         );
         if job.name == "build" && verdict != Verdict::Passed {
             build_failed = true;
+        }
+        if job.name == FUZZ && verdict != Verdict::Passed {
+            fuzz_build_failed = true;
         }
         rows.push(Row {
             name: job.name.clone(),
@@ -172,17 +189,51 @@ pub fn plan(suites: &[String], only: Option<&str>) -> Result<Vec<Job>> {
             jobs.push(harness);
             jobs.extend(suites.iter().map(|s| suite_job(s)));
             jobs.push(bench);
+            jobs.extend(fuzz_jobs(&env::temp_dir()));
         }
         Some(UNIT) => jobs.push(unit),
+        // The fuzz crate is its own workspace and builds its own dependencies: the workspace build is not needed.
+        Some(FUZZ) => jobs = fuzz_jobs(&env::temp_dir()),
         Some(BENCH) => jobs.push(bench),
         Some(HARNESS) => jobs.push(harness),
         Some(name) if suites.iter().any(|s| s == name) => jobs.push(suite_job(name)),
         Some(name) => bail!(
-            "no suite named '{name}'; available: {UNIT}, {HARNESS}, {BENCH}, {}",
+            "no suite named '{name}'; available: {UNIT}, {HARNESS}, {BENCH}, {FUZZ}, {}",
             suites.join(", ")
         ),
     }
     Ok(jobs)
+}
+
+/// `fuzz` builds every fuzz target (dev profile and no sanitizer: an optimised instrumented build of this dependency
+/// tree takes over an hour on 2 cores, a dev build about 6 minutes; debug assertions and overflow checks are on), then `fuzz:<target>` runs each for `FUZZ_SECONDS` from its
+/// committed corpus (new inputs go to a scratch corpus under `tmp`, crashes to fuzz/artifacts/<target>/).
+pub fn fuzz_jobs(tmp: &Path) -> Vec<Job> {
+    let root = workspace_root();
+    let mut jobs = vec![Job {
+        name: FUZZ.into(),
+        cargo_args: args(&["fuzz", "build", "--dev", "--sanitizer", "none"]),
+        limit: FUZZ_BUILD_LIMIT,
+    }];
+    for target in FUZZ_TARGETS {
+        let scratch = tmp.join(format!("skiff-fuzz-corpus/{target}"));
+        let seeds = root.join(format!("fuzz/corpus/{target}"));
+        let mut cargo_args = args(&["fuzz", "run", "--dev", "--sanitizer", "none", target]);
+        cargo_args.push(scratch.display().to_string());
+        cargo_args.push(seeds.display().to_string());
+        cargo_args.push("--".into());
+        cargo_args.push(format!("-max_total_time={FUZZ_SECONDS}"));
+        cargo_args.push(format!("-timeout={FUZZ_INPUT_TIMEOUT_S}"));
+        cargo_args.push(format!("-rss_limit_mb={FUZZ_RSS_LIMIT_MB}"));
+        cargo_args.push("-print_final_stats=1".into());
+        cargo_args.push("-create_missing_dirs=1".into());
+        jobs.push(Job {
+            name: format!("{FUZZ}:{target}"),
+            cargo_args,
+            limit: FUZZ_RUN_LIMIT,
+        });
+    }
+    jobs
 }
 
 fn suite_job(name: &str) -> Job {
@@ -323,7 +374,18 @@ mod tests {
         let order: Vec<_> = jobs.iter().map(|j| j.name.as_str()).collect();
         assert_eq!(
             order,
-            ["build", "unit", "harness", "bpf_load", "dataplane_e2e", "bench"]
+            [
+                "build",
+                "unit",
+                "harness",
+                "bpf_load",
+                "dataplane_e2e",
+                "bench",
+                "fuzz",
+                "fuzz:apiserver_decode",
+                "fuzz:desired_state",
+                "fuzz:maglev"
+            ]
         );
         assert!(jobs[5].cargo_args.contains(&"--quick".into()));
         assert_eq!(
@@ -358,11 +420,40 @@ mod tests {
             jobs.iter().map(|j| j.name.as_str()).collect::<Vec<_>>(),
             ["build", "unit"]
         );
+        let jobs = plan(&suites, Some("fuzz")).unwrap();
+        assert_eq!(jobs.len(), 1 + FUZZ_TARGETS.len());
+        assert_eq!(jobs[0].name, "fuzz");
         let err = plan(&suites, Some("nope")).unwrap_err().to_string();
         assert!(
             err.contains("nope") && err.contains("bpf_load, agent_io"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn fuzz_jobs_build_then_run_each_target_bounded() {
+        let jobs = fuzz_jobs(Path::new("/tmp/x"));
+        assert_eq!(
+            jobs[0].cargo_args,
+            names(&["fuzz", "build", "--dev", "--sanitizer", "none"])
+        );
+        for (job, target) in jobs[1..].iter().zip(FUZZ_TARGETS) {
+            assert_eq!(job.name, format!("fuzz:{target}"));
+            let a = &job.cargo_args;
+            assert_eq!(
+                a[..6],
+                names(&["fuzz", "run", "--dev", "--sanitizer", "none", target])
+            );
+            assert_eq!(a[6], format!("/tmp/x/skiff-fuzz-corpus/{target}"));
+            assert!(a[7].ends_with(&format!("fuzz/corpus/{target}")), "{a:?}");
+            let after: Vec<&str> = a[a.iter().position(|x| x == "--").unwrap() + 1..]
+                .iter()
+                .map(String::as_str)
+                .collect();
+            assert!(after.contains(&"-max_total_time=30"), "{after:?}");
+            assert!(after.iter().any(|x| x.starts_with("-rss_limit_mb=")));
+            assert!(job.limit > Duration::from_secs(30));
+        }
     }
 
     #[test]

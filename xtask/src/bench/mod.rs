@@ -18,6 +18,7 @@ mod sh;
 mod stats;
 mod targets;
 mod variants;
+mod via_apiserver;
 mod worker;
 
 use variants::Variant;
@@ -41,6 +42,10 @@ pub struct BenchArgs {
     /// Override the service counts of the sweep (comma separated).
     #[arg(long, value_delimiter = ',')]
     pub sizes: Vec<usize>,
+    /// Only these scenarios (comma separated: conn_rate,throughput,udp_nodeport,control_plane; default all).
+    /// Programming with its control-plane and footprint figures always runs (`control_plane` alone: only that).
+    #[arg(long, value_delimiter = ',')]
+    pub scenarios: Vec<String>,
     /// Keep the testbeds for this many seconds after programming (debugging).
     #[arg(long, hide = true, default_value_t = 0)]
     pub hold: u64,
@@ -105,7 +110,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut plan = runner::plan(args.quick, variants);
     if !args.sizes.is_empty() {
         plan.sizes = args.sizes.clone();
+        (plan.apiserver_sizes, plan.apiserver_skipped) = runner::apiserver_sizes(args.quick, &plan.sizes);
     }
+    for s in &args.scenarios {
+        if !["conn_rate", "throughput", "udp_nodeport", "control_plane"].contains(&s.as_str()) {
+            bail!("unknown scenario {s:?} (conn_rate, throughput, udp_nodeport, control_plane)");
+        }
+    }
+    plan.scenarios = args.scenarios.clone();
     plan.hold = std::time::Duration::from_secs(args.hold);
     eprintln!("bench: {plan:?}\nbench: writing to {}", out.display());
     let agent = variants::AgentConfig {
@@ -127,17 +139,22 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let s: Vec<String> = args.sizes.iter().map(|n| n.to_string()).collect();
         command.push_str(&format!(" --sizes {}", s.join(",")));
     }
+    if !args.scenarios.is_empty() {
+        command.push_str(&format!(" --scenarios {}", args.scenarios.join(",")));
+    }
     let machine = machine();
     let targets = targets::check(&records);
     let json = serde_json::json!({
         "command": command, "machine": machine, "duration_s": started.elapsed().as_secs(),
-        "records": records, "failures": col.failures, "targets": targets,
+        "records": records, "failures": col.failures, "not_measured": col.not_measured,
+        "targets": targets,
     });
     std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&json)?)?;
     let header = format!(
-        "Command: `{command}`  \nMachine: {machine}  \nDuration: {} s\n\n## Targets\n\n{}",
+        "Command: `{command}`  \nMachine: {machine}  \nDuration: {} s\n\n## Targets\n\n{}{}",
         started.elapsed().as_secs(),
-        targets::markdown(&targets)
+        targets::markdown(&targets),
+        results::not_measured_markdown(&col.not_measured)
     );
     std::fs::write(
         out.join("report.md"),
@@ -171,6 +188,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
             false,
             "endpoint_change.svg",
             "One endpoint change at N (ms)",
+        ),
+        (
+            "control_plane",
+            "endpoint_change_apiserver_from_request",
+            false,
+            "endpoint_change_apiserver.svg",
+            "One endpoint change through the apiserver at N: PATCH sent to agent sync (ms)",
         ),
     ] {
         report::plot_vs_n(&records, scen, metric, ratio, &out.join(file), title)

@@ -39,6 +39,31 @@ pub struct Failure {
     pub error: String,
 }
 
+/// A size a variant was not measured at, and why (e.g. its programming would not fit the time budget).
+#[derive(Clone, Debug, Serialize)]
+pub struct NotMeasured {
+    pub variant: String,
+    pub n: usize,
+    pub reason: String,
+}
+
+/// The "Not measured" section of the report (empty when everything was measured).
+pub fn not_measured_markdown(rows: &[NotMeasured]) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
+    let mut o = String::from("\n## Not measured\n\n| variant | N | reason |\n|---|---:|---|\n");
+    for r in rows {
+        o.push_str(&format!(
+            "| {} | {} | not measured: {} |\n",
+            r.variant,
+            r.n,
+            r.reason.replace('|', "/")
+        ));
+    }
+    o
+}
+
 /// Key of a sample series: scenario, variant, N, placement, metric, unit.
 pub type Key = (String, String, usize, Option<String>, String, String);
 
@@ -47,6 +72,7 @@ pub type Key = (String, String, usize, Option<String>, String, String);
 pub struct Collector {
     pub samples: BTreeMap<Key, Vec<f64>>,
     pub failures: Vec<Failure>,
+    pub not_measured: Vec<NotMeasured>,
 }
 
 impl Collector {
@@ -75,6 +101,16 @@ impl Collector {
             );
             self.samples.entry(key).or_default().push(v);
         }
+    }
+
+    /// Records that `variant` is not measured at `n` (no figure of it at that size follows).
+    pub fn not_measured(&mut self, variant: &str, n: usize, reason: &str) {
+        eprintln!("bench: {variant} not measured at N={n}: {reason}");
+        self.not_measured.push(NotMeasured {
+            variant: variant.into(),
+            n,
+            reason: reason.into(),
+        });
     }
 
     pub fn fail(&mut self, scenario: &str, variant: &str, error: impl std::fmt::Display) {

@@ -38,6 +38,19 @@ pub struct Plan {
     pub program_budget: Duration,
     /// Endpoint changes per N (their median is reported).
     pub change_reps: usize,
+    /// Only these scenarios (empty: all). Programming and its figures (control_plane, footprint) always run.
+    pub scenarios: Vec<String>,
+    /// Sizes of the skiff-socket figures through the apiserver (skiff-control + agent with --kubeconfig).
+    pub apiserver_sizes: Vec<usize>,
+    /// Sizes of the sweep too large for the apiserver figures (reported as not measured).
+    pub apiserver_skipped: Vec<usize>,
+}
+
+impl Plan {
+    /// Whether scenario `name` runs (`throughput` selects both long-flow scenarios).
+    pub fn runs(&self, name: &str) -> bool {
+        self.scenarios.is_empty() || self.scenarios.iter().any(|s| s == name)
+    }
 }
 
 /// Progress lines with an ETA.
@@ -244,6 +257,8 @@ pub fn run(cfg: &RunConfig) -> Result<Collector> {
     let mut prog = Progress::new(steps);
     let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::from_os_rng();
     let mut alive: Vec<bool> = vec![true; installed.len()];
+    // (N, programming time) of each variant so far.
+    let mut history: Vec<Vec<(usize, Duration)>> = vec![Vec::new(); installed.len()];
     for (si, &n) in plan.sizes.iter().enumerate() {
         let (svcs, targets) = service_set(n);
         for (i, inst) in installed.iter_mut().enumerate() {
@@ -256,33 +271,44 @@ pub fn run(cfg: &RunConfig) -> Result<Collector> {
             let took = match program_step(inst, &svcs, &targets, n, &cl, plan, &mut col) {
                 Ok(took) => took,
                 Err(e) => {
+                    let reason = if started.elapsed() >= plan.program_budget {
+                        format!(
+                            "programming took > {:.0} s (the budget per size)",
+                            plan.program_budget.as_secs_f64()
+                        )
+                    } else {
+                        "programming failed (see Failures)".to_string()
+                    };
                     col.fail("program", inst.variant.name(), e);
+                    for &m in &plan.sizes[si..] {
+                        col.not_measured(inst.variant.name(), m, &reason);
+                    }
                     alive[i] = false;
                     continue;
                 }
             };
+            history[i].push((n, took));
             eprintln!(
                 "bench: {} programmed at N={n} in {:.2} s (with checks and endpoint changes {:.1} s)",
                 inst.variant.name(),
                 took.as_secs_f64(),
                 started.elapsed().as_secs_f64()
             );
-            // Even at linear scaling (rule-set programming is at best linear) the next size would not fit the
-            // budget: stop here rather than spend the run waiting on one variant.
+            // The next size would not fit the budget (extrapolated with the growth seen so far, at least linear):
+            // stop here rather than spend the run waiting on one variant.
             if let Some(&next) = plan.sizes.get(si + 1) {
-                let estimate = took.mul_f64(next as f64 / n as f64);
+                let estimate = estimate_program_time(&history[i], next);
                 if estimate > plan.program_budget {
-                    col.fail(
-                        "program",
-                        inst.variant.name(),
-                        format!(
-                            "not programmed with N >= {next}: N={n} took {:.0} s, so N={next} would take at least \
-                             {:.0} s (budget {:.0} s per size)",
-                            took.as_secs_f64(),
-                            estimate.as_secs_f64(),
-                            plan.program_budget.as_secs_f64()
-                        ),
+                    let reason = format!(
+                        "programming N={n} took {:.1} s, so N={next} would take about {:.0} s (budget {:.0} s per \
+                         size)",
+                        took.as_secs_f64(),
+                        estimate.as_secs_f64(),
+                        plan.program_budget.as_secs_f64()
                     );
+                    for &m in &plan.sizes[si + 1..] {
+                        col.not_measured(inst.variant.name(), m, &reason);
+                    }
                     // Still measured at this N below (it holds this rule set), not programmed with larger ones.
                     alive[i] = false;
                 }
@@ -290,7 +316,10 @@ pub fn run(cfg: &RunConfig) -> Result<Collector> {
         }
         prog.step(&format!("programmed N={n}"));
         std::thread::sleep(plan.hold);
-        for &(placement, target) in targets.iter().filter(|(p, _)| plan.placements.contains(p)) {
+        let conn_targets = targets
+            .iter()
+            .filter(|(p, _)| plan.runs("conn_rate") && plan.placements.contains(p));
+        for &(placement, target) in conn_targets {
             let pl = format!("{placement:?}").to_lowercase();
             for round in 0..plan.rounds {
                 let mut order: Vec<usize> = (0..installed.len())
@@ -329,18 +358,59 @@ pub fn run(cfg: &RunConfig) -> Result<Collector> {
         }
         if si == 0 {
             sh::check_interrupted()?;
-            long_flows(&installed, &alive, n, plan, &mut rng, &mut prog, &mut col);
+            if plan.runs("throughput") {
+                long_flows(&installed, &alive, n, plan, &mut rng, &mut prog, &mut col);
+            }
             sh::check_interrupted()?;
             // bpf_stats on only for this scenario (it costs every BPF program on the machine a little).
-            match bpfstats::Enabled::new() {
-                Ok(_stats) => udp_nodeport(&installed, &alive, n, plan, &mut rng, &mut prog, &mut col),
-                Err(e) => col.fail("udp_nodeport", "skiff-xdp", e),
+            if plan.runs("udp_nodeport") {
+                match bpfstats::Enabled::new() {
+                    Ok(_stats) => udp_nodeport(&installed, &alive, n, plan, &mut rng, &mut prog, &mut col),
+                    Err(e) => col.fail("udp_nodeport", "skiff-xdp", e),
+                }
             }
         }
     }
     drop(servers);
     drop(installed);
+    // After the testbeds are gone: its own skiff-control, agent and testbed, so nothing else runs meanwhile.
+    if plan.runs("control_plane") && plan.variants.contains(&Variant::SkiffSocket) {
+        super::via_apiserver::run(plan, cfg.agent.bin.as_deref(), &cfg.agent.workdir, &mut col);
+    }
     Ok(col)
+}
+
+/// Largest N measured through the apiserver (larger sizes are reported as not measured).
+const APISERVER_MAX_N: usize = 10_000;
+
+/// Sizes of the apiserver-driven figures for `sizes`: the smallest one in a quick run, else every one up to
+/// [`APISERVER_MAX_N`]; the larger ones are returned second.
+pub fn apiserver_sizes(quick: bool, sizes: &[usize]) -> (Vec<usize>, Vec<usize>) {
+    let mut sorted = sizes.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if quick {
+        sorted.truncate(1);
+        return (sorted, Vec::new());
+    }
+    sorted.into_iter().partition(|&n| n <= APISERVER_MAX_N)
+}
+
+/// Programming time at `next` extrapolated from the last two sizes: t * (next / n)^k with the growth exponent k
+/// they show, between 1 (linear, also with one size only) and 2.
+fn estimate_program_time(history: &[(usize, Duration)], next: usize) -> Duration {
+    let Some(&(n, t)) = history.last() else {
+        return Duration::ZERO;
+    };
+    let k = match history.len().checked_sub(2).map(|i| history[i]) {
+        Some((n0, t0)) if n0 > 0 && n > n0 && !t0.is_zero() && !t.is_zero() => {
+            (t.as_secs_f64() / t0.as_secs_f64()).ln() / (n as f64 / n0 as f64).ln()
+        }
+        _ => 1.0,
+    };
+    // Small sizes are dominated by fixed costs (growth looks flat): never assume better than linear.
+    let k = if k.is_finite() { k.clamp(1.0, 2.0) } else { 1.0 };
+    t.mul_f64((next as f64 / n.max(1) as f64).powf(k))
 }
 
 /// Whether `inst` holds the rule set of size `n` (the last one it was programmed with).
@@ -361,6 +431,15 @@ fn program_step(
 ) -> Result<Duration> {
     let v = inst.variant;
     inst.programmed_n = None;
+    // The socket variant's programs hang off its cgroup: if something outside removed it, say so plainly.
+    if let Some(cg) = &inst.cgroup
+        && !cg.exists()
+    {
+        bail!(
+            "cgroup {} vanished during the run (removed from outside the bench); its socket programs are gone",
+            cg.display()
+        );
+    }
     let p = inst.program(svcs, cl, plan.program_budget)?;
     let add =
         |c: &mut Collector, scen: &str, m: &str, u: &str, x: f64| c.add(scen, v.name(), n, None, m, u, x);
@@ -676,6 +755,12 @@ pub fn sweep() -> Result<()> {
 
 /// The sizes, placements and durations for `--quick` or a full run.
 pub fn plan(quick: bool, variants: Vec<Variant>) -> Plan {
+    let mut p = base_plan(quick, variants);
+    (p.apiserver_sizes, p.apiserver_skipped) = apiserver_sizes(quick, &p.sizes);
+    p
+}
+
+fn base_plan(quick: bool, variants: Vec<Variant>) -> Plan {
     if quick {
         Plan {
             sizes: vec![10, 1000],
@@ -688,6 +773,9 @@ pub fn plan(quick: bool, variants: Vec<Variant>) -> Plan {
             hold: Duration::ZERO,
             program_budget: Duration::from_secs(60),
             change_reps: 3,
+            scenarios: Vec::new(),
+            apiserver_sizes: Vec::new(),
+            apiserver_skipped: Vec::new(),
         }
     } else {
         Plan {
@@ -701,6 +789,9 @@ pub fn plan(quick: bool, variants: Vec<Variant>) -> Plan {
             hold: Duration::ZERO,
             program_budget: Duration::from_secs(120),
             change_reps: 5,
+            scenarios: Vec::new(),
+            apiserver_sizes: Vec::new(),
+            apiserver_skipped: Vec::new(),
         }
     }
 }
@@ -716,4 +807,42 @@ pub fn out_dir(out: Option<PathBuf>) -> PathBuf {
             .join("../bench/results")
             .join(ts.to_string())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    #[test]
+    fn apiserver_sizes_stop_at_10k_and_quick_takes_the_smallest() {
+        assert_eq!(apiserver_sizes(true, &[1000, 10]), (vec![10], vec![]));
+        assert_eq!(
+            apiserver_sizes(false, &[10, 100, 20000, 10000]),
+            (vec![10, 100, 10000], vec![20000])
+        );
+        let full = plan(false, Vec::new());
+        assert_eq!(full.apiserver_sizes, [10, 100, 1000, 5000, 10000]);
+        assert_eq!(full.apiserver_skipped, [20000]);
+        assert_eq!(plan(true, Vec::new()).apiserver_sizes, [10]);
+    }
+
+    #[test]
+    fn program_time_extrapolates_the_growth_seen() {
+        assert_eq!(estimate_program_time(&[], 10), Duration::ZERO);
+        // One size: linear.
+        let one = estimate_program_time(&[(1000, secs(2.0))], 5000);
+        assert!((one.as_secs_f64() - 10.0).abs() < 1e-6, "{one:?}");
+        // Quadratic growth from 1000 to 5000 (4 s -> 100 s): 10000 takes about 400 s.
+        let quad = estimate_program_time(&[(1000, secs(4.0)), (5000, secs(100.0))], 10000);
+        assert!((quad.as_secs_f64() - 400.0).abs() < 1.0, "{quad:?}");
+        // Flat growth (fixed costs) is still extrapolated linearly; steeper than quadratic is capped at 2.
+        let flat = estimate_program_time(&[(10, secs(1.0)), (100, secs(1.0))], 1000);
+        assert!((flat.as_secs_f64() - 10.0).abs() < 1e-6, "{flat:?}");
+        let steep = estimate_program_time(&[(100, secs(0.01)), (1000, secs(10.0))], 2000);
+        assert!((steep.as_secs_f64() - 40.0).abs() < 1e-6, "{steep:?}");
+    }
 }

@@ -206,6 +206,34 @@ pub fn check(records: &[Record]) -> Vec<Target> {
         |x| format!("{x:.2} ms"),
         |x| x <= 1.0,
     ));
+    // Through the apiserver (skiff-control + agent watching it): at the largest N that has the figure.
+    let api_n = records
+        .iter()
+        .filter(|r| r.metric == "endpoint_change_apiserver" && r.n <= TARGET_N)
+        .map(|r| r.n)
+        .max();
+    if let Some(api_n) = api_n {
+        let api = |m: &str| find(records, "control_plane", "skiff-socket", api_n, None, m).map(|r| r.value);
+        let mut r = row(
+            format!("One endpoint change at N={api_n} through the apiserver applied in <= 1 ms (median)"),
+            vec![(
+                "skiff-socket (PATCH answered to agent synced)".into(),
+                api("endpoint_change_apiserver"),
+            )],
+            |x| format!("{x:.2} ms"),
+            |x| x <= 1.0,
+        );
+        if let Some(x) = api("endpoint_change_apiserver_from_request") {
+            r.measured.push_str(&format!("; PATCH sent to synced: {x:.2} ms"));
+        }
+        if let Some(x) = api("program_full_apiserver") {
+            r.measured.push_str(&format!(
+                "; all N={api_n} created through the API and synced: {:.2} s",
+                x / 1e3
+            ));
+        }
+        t.push(r);
+    }
     let udp_n = records
         .iter()
         .filter(|r| r.scenario == "udp_nodeport")
@@ -352,5 +380,66 @@ mod tests {
         assert!(rss.measured.contains("N=20000"), "{}", rss.measured);
         let md = markdown(&t);
         assert!(md.contains("| **no** |"));
+        assert!(t.iter().all(|x| !x.target.contains("apiserver")));
+    }
+
+    #[test]
+    fn apiserver_endpoint_change_row_uses_its_largest_n() {
+        let r = vec![
+            rec(
+                "conn_rate",
+                "skiff-socket",
+                1000,
+                Some("last"),
+                "conn_per_s",
+                95.0,
+            ),
+            rec(
+                "control_plane",
+                "skiff-socket",
+                10,
+                None,
+                "endpoint_change_apiserver",
+                0.4,
+            ),
+            rec(
+                "control_plane",
+                "skiff-socket",
+                1000,
+                None,
+                "endpoint_change_apiserver",
+                1.5,
+            ),
+            rec(
+                "control_plane",
+                "skiff-socket",
+                1000,
+                None,
+                "endpoint_change_apiserver_from_request",
+                6.0,
+            ),
+            rec(
+                "control_plane",
+                "skiff-socket",
+                1000,
+                None,
+                "program_full_apiserver",
+                2900.0,
+            ),
+        ];
+        let t = check(&r);
+        let api = t
+            .iter()
+            .find(|x| x.target.contains("apiserver"))
+            .expect("apiserver row");
+        assert!(api.target.contains("N=1000"), "{}", api.target);
+        assert_eq!(api.met, Some(false));
+        assert!(api.measured.contains("1.50 ms"), "{}", api.measured);
+        assert!(
+            api.measured.contains("PATCH sent to synced: 6.00 ms"),
+            "{}",
+            api.measured
+        );
+        assert!(api.measured.contains("synced: 2.90 s"), "{}", api.measured);
     }
 }

@@ -104,8 +104,8 @@ pub struct Programmed {
 /// Timing of one endpoint change.
 #[derive(Clone, Debug, Default)]
 pub struct Changed {
-    /// Wall time (restore / nft -f; Skiff: manifest write to the sync's log line, including the 100 ms debounce
-    /// and re-reading every manifest).
+    /// Wall time (restore / nft -f; Skiff: the rename of the Service's manifest file to the sync's log line,
+    /// including the agent's 100 ms debounce).
     pub wall: Duration,
     /// Skiff only: the agent's own duration of the sync (desired state, plan, map writes).
     pub maps: Option<Duration>,
@@ -215,7 +215,7 @@ impl Installed {
                 // From scratch: empty the maps first (not timed), then program the whole set.
                 if agent.frontends() > 0 {
                     agent
-                        .apply("", limit, |s| s.frontends == 0)
+                        .apply(&[], limit, |s| s.frontends == 0)
                         .context("emptying the agent's maps")?;
                 }
                 let want = services.len() as u64;
@@ -330,6 +330,7 @@ impl Installed {
             } else {
                 Vec::new()
             },
+            kubeconfig: None,
         };
         self.agent = Some(Agent::start(&spec)?);
         Ok(())
@@ -353,49 +354,58 @@ impl Drop for Installed {
     }
 }
 
-/// Service and EndpointSlice manifests (JSON documents in one YAML stream) for `skiff-agent proxy --manifests`.
-/// Endpoints sit on `node` (the backends' veth hangs off the node namespace): NodePort traffic to them is DNATed by
-/// XDP and passed up the node's stack.
-pub fn manifests(services: &[ServicePort], node: &str) -> String {
-    let mut out = String::new();
-    for s in services {
-        let mut port = serde_json::json!({
-            "name": s.port_name, "protocol": s.proto.api(), "port": s.port, "targetPort": s.target_port
-        });
-        if let Some(np) = s.node_port {
-            port["nodePort"] = np.into();
-        }
-        let svc = serde_json::json!({
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"namespace": s.namespace, "name": s.name},
-            "spec": {
-                "type": if s.node_port.is_some() { "NodePort" } else { "ClusterIP" },
-                "clusterIP": s.cluster_ip.to_string(), "clusterIPs": [s.cluster_ip.to_string()],
-                "ports": [port]
-            }
-        });
-        let eps: Vec<serde_json::Value> = s
-            .endpoints
-            .iter()
-            .map(|e| {
-                serde_json::json!({
-                    "addresses": [e.ip.to_string()], "nodeName": node,
-                    "conditions": {"ready": true, "serving": true, "terminating": false}
-                })
-            })
-            .collect();
-        let slice = serde_json::json!({
-            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-            "metadata": {
-                "namespace": s.namespace, "name": format!("{}-1", s.name),
-                "labels": {"kubernetes.io/service-name": s.name, "endpointslice.kubernetes.io/managed-by": "skiff-bench"}
-            },
-            "addressType": "IPv4",
-            "endpoints": eps,
-            "ports": [{"name": s.port_name, "protocol": s.proto.api(), "port": s.target_port}]
-        });
-        let _ = writeln!(out, "---\n{svc}\n---\n{slice}");
+/// Service and EndpointSlice manifests for `skiff-agent proxy --manifests`: one file per Service (its Service and
+/// EndpointSlice as JSON documents in one YAML stream), so that a change to one Service rewrites one small file.
+/// Returns (file name, text) sorted by file name. Endpoints sit on `node` (the backends' veth hangs off the node
+/// namespace): NodePort traffic to them is DNATed by XDP and passed up the node's stack.
+pub fn manifests(services: &[ServicePort], node: &str) -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = services
+        .iter()
+        .map(|s| (format!("{}_{}.yaml", s.namespace, s.name), manifest(s, node)))
+        .collect();
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    files
+}
+
+/// The Service and EndpointSlice documents of one Service port.
+fn manifest(s: &ServicePort, node: &str) -> String {
+    let mut port = serde_json::json!({
+        "name": s.port_name, "protocol": s.proto.api(), "port": s.port, "targetPort": s.target_port
+    });
+    if let Some(np) = s.node_port {
+        port["nodePort"] = np.into();
     }
+    let svc = serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"namespace": s.namespace, "name": s.name},
+        "spec": {
+            "type": if s.node_port.is_some() { "NodePort" } else { "ClusterIP" },
+            "clusterIP": s.cluster_ip.to_string(), "clusterIPs": [s.cluster_ip.to_string()],
+            "ports": [port]
+        }
+    });
+    let eps: Vec<serde_json::Value> = s
+        .endpoints
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "addresses": [e.ip.to_string()], "nodeName": node,
+                "conditions": {"ready": true, "serving": true, "terminating": false}
+            })
+        })
+        .collect();
+    let slice = serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {
+            "namespace": s.namespace, "name": format!("{}-1", s.name),
+            "labels": {"kubernetes.io/service-name": s.name, "endpointslice.kubernetes.io/managed-by": "skiff-bench"}
+        },
+        "addressType": "IPv4",
+        "endpoints": eps,
+        "ports": [{"name": s.port_name, "protocol": s.proto.api(), "port": s.target_port}]
+    });
+    let mut out = String::new();
+    let _ = writeln!(out, "---\n{svc}\n---\n{slice}");
     out
 }
 
@@ -426,8 +436,12 @@ mod tests {
             target_port: 8080,
             placement: Placement::Last,
         });
-        let m = manifests(&svcs, "skb-x-n");
-        assert!(m.contains("\"nodeName\":\"skb-x-n\""));
+        let files = manifests(&svcs, "skb-x-n");
+        assert_eq!(files.len(), 3, "one file per Service");
+        assert!(files[2].1.contains("\"nodeName\":\"skb-x-n\""));
+        let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+        assert!(names.contains(&"bench_svc-target.yaml"), "{names:?}");
+        let m: String = files.iter().map(|(_, t)| t.as_str()).collect();
         let docs: Vec<serde_json::Value> = m
             .split("---\n")
             .filter(|d| !d.trim().is_empty())

@@ -1,4 +1,5 @@
-//! The lab directory: `lab.json` (the plan), binaries, kubeconfig, logs, pid files, control data and node state.
+//! The lab directory: `lab.json` (the plan), binaries, kubeconfigs (admin and one per node), logs, pid files,
+//! control data and node state.
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -71,6 +72,11 @@ impl Lab {
     }
     pub fn kubeconfig(&self) -> PathBuf {
         self.dir.join("kubeconfig")
+    }
+    /// A node agent's own kubeconfig (`system:node:<name>`, a client certificate from the control CA), so
+    /// node restriction applies to it.
+    pub fn node_kubeconfig(&self, n: &NodePlan) -> PathBuf {
+        self.run_dir().join(format!("{}.kubeconfig", n.name))
     }
     pub fn agent_bin(&self) -> PathBuf {
         self.bin_dir().join("skiff-agent")

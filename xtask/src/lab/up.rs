@@ -1,4 +1,5 @@
-//! `lab up`: binaries, kubectl, the network, skiff-control and one agent per node, then the export lines.
+//! `lab up`: binaries, kubectl, the network, skiff-control and one agent per node (each with its own
+//! `system:node:<name>` kubeconfig), then the export lines.
 use std::{
     net::TcpListener,
     path::{Path, PathBuf},
@@ -249,10 +250,11 @@ pub fn start_agent(lab: &Lab, n: &NodePlan) -> Result<Outcome> {
     }
     port_free(n.kubelet_port)?;
     std::fs::create_dir_all(lab.node_state(n))?;
+    let kubeconfig = node_kubeconfig(lab, n)?;
     d.spawn(
         Command::new(lab.agent_bin())
             .args(["node", "--kubeconfig"])
-            .arg(lab.kubeconfig())
+            .arg(kubeconfig)
             .args(["--node-name", &n.name, "--netns", &n.name, "--uplink", "eth0"])
             .args([
                 "--pod-cidr",
@@ -276,6 +278,29 @@ pub fn start_agent(lab: &Lab, n: &NodePlan) -> Result<Outcome> {
             .env("RUST_LOG", "info"),
     )?;
     Ok(Outcome::Done)
+}
+
+/// Writes the node's own kubeconfig (user `system:node:<name>` in `system:nodes`, signed by the control CA).
+fn node_kubeconfig(lab: &Lab, n: &NodePlan) -> Result<PathBuf> {
+    let out = lab.node_kubeconfig(n);
+    cmd::output(
+        Command::new(lab.control_bin())
+            .arg("kubeconfig")
+            .arg("--data-dir")
+            .arg(lab.control_dir())
+            .args([
+                "--server",
+                &format!("https://127.0.0.1:{}", lab.plan.api_port),
+                "--user",
+                &format!("system:node:{}", n.name),
+                "--group",
+                "system:nodes",
+            ])
+            .arg("--out")
+            .arg(&out),
+    )
+    .with_context(|| format!("issuing the node credentials of {}", n.name))?;
+    Ok(out)
 }
 
 /// Waits until every node in `nodes` is Ready.

@@ -10,13 +10,13 @@ use super::results::Collector;
 use super::sh;
 use crate::progress::{Outcome, Progress};
 
-mod creates;
+pub(super) mod creates;
 mod fanout;
-mod fixtures;
-mod http;
+pub(super) mod fixtures;
+pub(super) mod http;
 mod latency;
 mod lists;
-mod procs;
+pub(super) mod procs;
 mod report;
 mod rounds;
 mod schedule;
