@@ -31,6 +31,8 @@ pub const APT_PACKAGES: &[&str] = &[
     "python3",
     "python3-venv",
     "protobuf-compiler",
+    // The well-known .proto files (google/protobuf/descriptor.proto) etcd-client's build compiles against.
+    "libprotobuf-dev",
     "etcd-server",
 ];
 
