@@ -29,6 +29,9 @@ pub struct TestArgs {
 /// Suites known to be fast, run first and in this order; other suites follow alphabetically, `*_e2e` suites last.
 const FAST_FIRST: &[&str] = &["bpf_load", "bpf_fixtures", "agent_io"];
 const UNIT: &str = "unit";
+/// Passing tests' printed lines are shown too: the fault, limit and pressure tests print their figures (connections
+/// reset, requests failed, writes lost, recovery seconds) for the CI log.
+const SHOW_OUTPUT: &str = "--show-output";
 const HARNESS: &str = "harness";
 const BUILD_LIMIT: Duration = Duration::from_secs(30 * 60);
 const UNIT_LIMIT: Duration = Duration::from_secs(20 * 60);
@@ -158,6 +161,8 @@ pub fn plan(suites: &[String], only: Option<&str>) -> Result<Vec<Job>> {
             "tests",
             "--exclude",
             "skiff-ebpf",
+            "--",
+            SHOW_OUTPUT,
         ]),
         limit: UNIT_LIMIT,
     };
@@ -237,10 +242,10 @@ pub fn fuzz_jobs(tmp: &Path) -> Vec<Job> {
 }
 
 fn suite_job(name: &str) -> Job {
-    let mut cargo_args = args(&["test", "-p", "tests", "--test", name]);
+    let mut cargo_args = args(&["test", "-p", "tests", "--test", name, "--", SHOW_OUTPUT]);
     if is_e2e(name) {
         // End-to-end suites share fixed namespace names: one test at a time.
-        cargo_args.extend(args(&["--", "--test-threads=1"]));
+        cargo_args.push("--test-threads=1".into());
     }
     Job {
         name: name.into(),
@@ -390,7 +395,7 @@ mod tests {
         assert!(jobs[5].cargo_args.contains(&"--quick".into()));
         assert_eq!(
             jobs[3].cargo_args,
-            names(&["test", "-p", "tests", "--test", "bpf_load"])
+            names(&["test", "-p", "tests", "--test", "bpf_load", "--", "--show-output"])
         );
         assert_eq!(
             jobs[4].cargo_args,
@@ -401,6 +406,7 @@ mod tests {
                 "--test",
                 "dataplane_e2e",
                 "--",
+                "--show-output",
                 "--test-threads=1"
             ])
         );
