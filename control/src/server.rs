@@ -206,6 +206,7 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)
         .serve_connection(TokioIo::new(io), service)
+        .with_upgrades()
         .await
     {
         tracing::debug!(error = %e, "connection ended with an error");

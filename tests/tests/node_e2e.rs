@@ -1,6 +1,7 @@
 //! The lab node end to end (root): skiff-control and two `skiff-agent node` processes on `skn-` namespaces; pods
 //! with shared localhost and emptyDir, readiness, crash back-off, `kubectl logs`, pod-to-pod across nodes, a
-//! ClusterIP Service over both nodes through the TC and socket paths, re-adoption after an agent restart, a
+//! ClusterIP Service over both nodes through the TC and socket paths, `kubectl exec` (streams, stdin, exit code,
+//! terminal, RBAC), re-adoption after an agent restart, a
 //! Deployment behind a Service whose endpoints follow pod deletion, and agents riding out an apiserver crash.
 //! The agents run as `system:node:<name>`; their kubelet endpoint is HTTPS with authentication (401 without
 //! credentials, 403 for a view user or another node, 200 for the apiserver's kubelet client).
@@ -231,6 +232,133 @@ fn kubelet_endpoint_is_authenticated(lab: &NodeLab, node: &str, logs: &str, auth
     );
 }
 
+/// Runs kubectl with `kubeconfig` and `stdin`; (exit code, stdout, stderr).
+fn kubectl_run(kubeconfig: &Path, args: &[&str], stdin: &[u8]) -> (Option<i32>, String, String) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("timeout")
+        .arg("60")
+        .arg(tests::k8s_tools::kubectl())
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running kubectl");
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `kubectl exec` through the apiserver to the agent (WebSocket, v5.channel.k8s.io): output, stdin, the exit
+/// code, the container's namespaces and cgroup, a terminal with its size, and RBAC (`create pods/exec`).
+fn exec_through_the_apiserver(lab: &NodeLab) {
+    let admin = lab.kubeconfig.clone();
+    let exec = |args: &[&str], stdin: &[u8]| {
+        let mut all = vec!["exec"];
+        all.extend_from_slice(args);
+        kubectl_run(&admin, &all, stdin)
+    };
+    let (code, out, err) = exec(&["two", "-c", "side", "--", "hostname"], b"");
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), "two\n"),
+        "hostname in the pod: {err}"
+    );
+    let (code, out, err) = exec(&["-i", "two", "-c", "side", "--", "cat"], b"hi\n");
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), "hi\n"),
+        "stdin forwarded and closed: {err}"
+    );
+    let (code, out, err) = exec(
+        &[
+            "two",
+            "-c",
+            "side",
+            "--",
+            "sh",
+            "-c",
+            "echo out; echo err >&2; exit 3",
+        ],
+        b"",
+    );
+    assert_eq!(code, Some(3), "the exit code propagates: {out} {err}");
+    assert_eq!(out, "out\n");
+    assert!(
+        err.contains("err\n") && err.contains("command terminated with exit code 3"),
+        "{err}"
+    );
+    let cgroup = lab.container_cgroup(NODES[0].name, "two", "side");
+    let cgroup = cgroup.to_string_lossy();
+    let (code, out, err) = exec(
+        &[
+            "two",
+            "-c",
+            "side",
+            "--",
+            "sh",
+            "-c",
+            "cat /proc/self/cgroup; ls /skn-share; echo $$",
+        ],
+        b"",
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let own = out.lines().find(|l| l.starts_with("0::")).unwrap_or("");
+    assert!(
+        cgroup.ends_with(own.trim_start_matches("0::")),
+        "exec runs in the container's cgroup {cgroup}: {out}"
+    );
+    assert!(out.contains("ready\n"), "the container's mounts: {out}");
+    let pid: u32 = out.lines().last().unwrap().trim().parse().unwrap();
+    assert!(pid < 100, "the container's pid namespace: {out}");
+    let (code, out, err) = exec(&["two", "-c", "side", "--", "seq", "1", "200000"], b"");
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        (out.lines().count(), out.lines().last()),
+        (200000, Some("200000")),
+        "all output arrives before the final status"
+    );
+    let (code, _, err) = exec(&["two", "-c", "side", "--", "no-such-command"], b"");
+    assert_eq!(code, Some(127), "{err}");
+    let (code, _, err) = exec(&["crash", "--", "true"], b"");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("is not running"), "{err}");
+
+    // A terminal (kubectl needs one on its side: `script` provides it) with the client's size.
+    let command = format!(
+        "stty cols 91 rows 17; {} --kubeconfig {} exec -it two -c side -- sh -c 'sleep 1; tty; stty size'",
+        tests::k8s_tools::kubectl().display(),
+        admin.display()
+    );
+    let tty = std::process::Command::new("timeout")
+        .args(["60", "script", "-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    assert!(tty.status.success(), "{shown}");
+    assert!(shown.contains("/dev/pts/"), "a terminal: {shown}");
+    assert!(
+        shown.contains("17 91"),
+        "the terminal has kubectl's size: {shown}"
+    );
+
+    let viewer = lab.dir.join("viewer.kubeconfig");
+    let (code, _, err) = kubectl_run(&viewer, &["exec", "two", "-c", "side", "--", "true"], b"");
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("Forbidden") && err.contains("cannot create resource \"pods/exec\""),
+        "a view user may not exec: {err}"
+    );
+}
+
 /// Each agent runs as `system:node:<name>`, and node restriction keeps one node's credentials off another's Node.
 fn nodes_run_with_their_own_identity(lab: &NodeLab) {
     for n in NODES {
@@ -370,6 +498,9 @@ fn lab_nodes_run_pods_and_services() {
             .unwrap()
             .contains("crash-run")
     );
+
+    // kubectl exec (the crash pod shows the error for a container that is not running).
+    exec_through_the_apiserver(&lab);
 
     // Pod to pod across nodes.
     lab.apply(&netexec("far", n2));

@@ -292,6 +292,7 @@ pub fn main(a: NodeArgs) -> Result<()> {
             gate: Gate::new(client.clone()),
             logs: ctx.logs.clone(),
             pod_root: runtime.config().state_root.clone(),
+            agent_exe: runtime.config().agent_exe.clone(),
         });
         let mut servers = Vec::new();
         for l in listeners {

@@ -1,13 +1,14 @@
-//! The lab node (`skiff-agent node`): Node registration and heartbeats, pod workers, node routes, the log endpoint,
-//! and the dataplane wired to the apiserver.
+//! The lab node (`skiff-agent node`): Node registration and heartbeats, pod workers, node routes, the log and exec
+//! endpoints, and the dataplane wired to the apiserver.
 //!
 //! Pure decisions: [`capacity`], [`node_status`], [`pod_status`], [`decide`]. I/O: [`heartbeat`], [`peers`],
-//! [`pod_manager`] and [`pod_worker`], [`pod_events`], [`kubelet_server`] with [`logs_http`]; [`daemon`] wires
-//! them together.
+//! [`pod_manager`] and [`pod_worker`], [`pod_events`], [`kubelet_server`] with [`logs_http`] and [`exec_http`];
+//! [`daemon`] wires them together.
 pub mod args;
 pub mod capacity;
 pub mod daemon;
 pub mod decide;
+pub mod exec_http;
 pub mod heartbeat;
 pub mod kubelet_server;
 pub mod logs_http;

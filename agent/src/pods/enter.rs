@@ -41,9 +41,14 @@ pub fn main(args: Vec<String>) -> Result<()> {
         }
         Some("exec") => match &args[1..] {
             [flag, pid, dashes, argv @ ..] if flag == "--pid" && dashes == "--" && !argv.is_empty() => {
-                exec(pid.parse().context("--pid")?, argv)
+                exec(pid.parse().context("--pid")?, None, argv)
             }
-            _ => bail!("usage: __enter-pod exec --pid PID -- COMMAND [ARGS...]"),
+            [flag, pid, cwd_flag, cwd, dashes, argv @ ..]
+                if flag == "--pid" && cwd_flag == "--cwd" && dashes == "--" && !argv.is_empty() =>
+            {
+                exec(pid.parse().context("--pid")?, Some(cwd), argv)
+            }
+            _ => bail!("usage: __enter-pod exec --pid PID [--cwd DIR] -- COMMAND [ARGS...]"),
         },
         _ => bail!("usage: __enter-pod sandbox|container|exec ..."),
     }
@@ -252,9 +257,10 @@ fn enter_container(spec: &Launch) -> Result<()> {
     Ok(())
 }
 
-/// Joins the namespaces of container process `pid` (network, UTS, IPC, pid, mount), runs `argv` there (a child:
-/// joining a pid namespace takes effect for new processes only) and exits with its status.
-fn exec(pid: u32, argv: &[String]) -> Result<()> {
+/// Joins the namespaces of container process `pid` (network, UTS, IPC, pid, mount), runs `argv` there in `cwd`
+/// (else `/`) with the container's environment (a child: joining a pid namespace takes effect for new processes
+/// only) and exits with its status; 127 when the command does not exist, 126 when it cannot be run (as runc).
+fn exec(pid: u32, cwd: Option<&str>, argv: &[String]) -> Result<()> {
     // Read before joining: the container's /proc shows its own pid namespace, not this pid.
     let env: Vec<(String, String)> = std::fs::read(format!("/proc/{pid}/environ"))
         .unwrap_or_default()
@@ -274,13 +280,23 @@ fn exec(pid: u32, argv: &[String]) -> Result<()> {
             ("mnt", CloneFlags::CLONE_NEWNS),
         ],
     )?;
-    let status = Command::new(&argv[0])
+    let status = match Command::new(&argv[0])
         .args(&argv[1..])
         .env_clear()
         .envs(env)
-        .current_dir("/")
+        .current_dir(cwd.unwrap_or("/"))
         .status()
-        .with_context(|| format!("executing {:?}", argv[0]))?;
+    {
+        Ok(status) => status,
+        Err(e) => {
+            eprintln!("exec: {:?}: {e}", argv[0]);
+            std::process::exit(if e.kind() == std::io::ErrorKind::NotFound {
+                127
+            } else {
+                126
+            });
+        }
+    };
     std::process::exit(
         status
             .code()

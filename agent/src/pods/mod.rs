@@ -1,12 +1,14 @@
 //! The pod runtime: pods as namespaces held by a sandbox process, containers as processes entered into them.
 //!
 //! Pure parts: [`plan`] (pod spec -> runtime plan), [`backoff`], [`probe`], [`status`]. I/O: [`sandbox`], [`container`]
-//! and the shim in [`enter`] (`skiff-agent __enter-pod`), driven per pod by [`worker`] through [`runtime::PodRuntime`].
+//! and the shim in [`enter`] (`skiff-agent __enter-pod`), driven per pod by [`worker`] through [`runtime::PodRuntime`];
+//! [`exec`] starts `kubectl exec` commands in running containers.
 pub mod backoff;
 pub mod cgroup;
 pub mod container;
 pub mod enter;
 pub mod env;
+pub mod exec;
 pub mod image;
 pub mod launch;
 pub mod layout;

@@ -182,6 +182,7 @@ fn subresource(kind: &Kind, sub: &str) -> Value {
             &["create"],
         ),
         "log" => ("Pod", None, None, &["get"]),
+        "exec" => ("PodExecOptions", None, None, &["create", "get"]),
         "finalize" => (kind.kind, None, None, &["update"]),
         _ => (kind.kind, None, None, &["get", "patch", "update"]),
     };

@@ -7,6 +7,7 @@ pub mod fuzzing;
 pub mod objects;
 pub mod openapi;
 pub mod path;
+pub mod pod_exec;
 pub mod pods;
 pub mod protobuf;
 pub mod query;

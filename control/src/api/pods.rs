@@ -1,4 +1,5 @@
-//! Pod subresources: `binding` (the scheduler's assignment) and `log` (proxied to the node agent).
+//! Pod subresources: `binding` (the scheduler's assignment) and `log` (proxied to the node agent; `exec` is in
+//! [`super::pod_exec`]).
 //!
 //! Log contract with the node agent (kubelet-compatible path): the apiserver resolves the pod's node, takes
 //! its `skiff.dev/kubelet-address` annotation or else its first `InternalIP` address and
@@ -278,21 +279,27 @@ pub fn pick_container(pod: &Value, requested: Option<&str>) -> Result<String, Ap
     }
 }
 
-/// GET `pods/<name>/log`: proxied to the node agent.
-pub async fn log(state: &Arc<ApiState>, ctx: &Ctx) -> Result<Response, ApiError> {
+/// The pod a subresource request names, loaded.
+pub async fn load_pod(state: &Arc<ApiState>, ctx: &Ctx) -> Result<Value, ApiError> {
     let kv = load(state, ctx)
         .await?
         .ok_or_else(|| ApiError::not_found(ctx.kind, ctx.name()))?;
-    let pod = objects::from_kv(&kv)?;
-    let container = pick_container(&pod, ctx.query.get("container"))?;
+    objects::from_kv(&kv)
+}
+
+/// The agent of the node `pod` runs on: its name and endpoint (ip, port).
+pub async fn pod_agent(state: &Arc<ApiState>, pod: &Value) -> Result<(String, String, u16), ApiError> {
     let node_name = pod
         .pointer("/spec/nodeName")
         .and_then(Value::as_str)
         .unwrap_or("");
     if node_name.is_empty() {
+        let name = pod
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         return Err(ApiError::bad_request(format!(
-            "pod {} does not have a host assigned",
-            ctx.name()
+            "pod {name} does not have a host assigned"
         )));
     }
     let nodes = kinds::find("", "v1", "nodes").expect("nodes are served");
@@ -307,6 +314,42 @@ pub async fn log(state: &Arc<ApiState>, ctx: &Ctx) -> Result<Response, ApiError>
             "node {node_name} publishes no InternalIP and kubelet port"
         ))
     })?;
+    Ok((node_name.to_owned(), ip, port))
+}
+
+/// An HTTP/1.1 connection (upgrades allowed) to the agent of `node` at `ip:port`; 502 when it cannot be reached.
+pub async fn dial_agent(
+    state: &Arc<ApiState>,
+    node: &str,
+    ip: &str,
+    port: u16,
+) -> Result<hyper::client::conn::http1::SendRequest<Body>, ApiError> {
+    let unreachable = |e: &dyn std::fmt::Display| agent_unreachable(node, ip, port, e);
+    let stream = tokio::time::timeout(Duration::from_secs(5), state.kubelet.connect(ip, port))
+        .await
+        .map_err(|e| unreachable(&e))?
+        .map_err(|e| unreachable(&e))?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| unreachable(&e))?;
+    tokio::spawn(conn.with_upgrades());
+    Ok(sender)
+}
+
+/// 502: the agent of `node` could not be reached.
+pub fn agent_unreachable(node: &str, ip: &str, port: u16, e: &dyn std::fmt::Display) -> ApiError {
+    let mut err = ApiError::internal(format!(
+        "error trying to reach the agent on {node} ({ip}:{port}): {e}"
+    ));
+    err.code = 502;
+    err
+}
+
+/// GET `pods/<name>/log`: proxied to the node agent.
+pub async fn log(state: &Arc<ApiState>, ctx: &Ctx) -> Result<Response, ApiError> {
+    let pod = load_pod(state, ctx).await?;
+    let container = pick_container(&pod, ctx.query.get("container"))?;
+    let (node_name, ip, port) = pod_agent(state, &pod).await?;
     let query = {
         let mut query = form_urlencoded::Serializer::new(String::new());
         for param in LOG_PARAMS {
@@ -322,34 +365,28 @@ pub async fn log(state: &Arc<ApiState>, ctx: &Ctx) -> Result<Response, ApiError>
         ctx.name(),
         query
     );
-    let unreachable = |e: &dyn std::fmt::Display| {
-        let mut err = ApiError::internal(format!(
-            "error trying to reach the agent on {node_name} ({ip}:{port}): {e}"
-        ));
-        err.code = 502;
-        err
-    };
-    let stream = tokio::time::timeout(Duration::from_secs(5), state.kubelet.connect(&ip, port))
-        .await
-        .map_err(|e| unreachable(&e))?
-        .map_err(|e| unreachable(&e))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| unreachable(&e))?;
-    tokio::spawn(conn);
+    let mut sender = dial_agent(state, &node_name, &ip, port).await?;
     let request = hyper::Request::builder()
         .uri(path)
         .header(header::HOST, format!("{ip}:{port}"))
         .body(Body::empty())
         .map_err(|e| ApiError::internal(e.to_string()))?;
-    let upstream = sender.send_request(request).await.map_err(|e| unreachable(&e))?;
+    let upstream = sender
+        .send_request(request)
+        .await
+        .map_err(|e| agent_unreachable(&node_name, &ip, port, &e))?;
+    Ok(passthrough(upstream))
+}
+
+/// The agent's answer as the client's: status, content type and (streamed) body.
+pub fn passthrough(upstream: hyper::Response<hyper::body::Incoming>) -> Response {
     let (parts, body) = upstream.into_parts();
     let mut response = Response::new(Body::new(body));
     *response.status_mut() = parts.status;
     if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
         response.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
     }
-    Ok(response)
+    response
 }
 
 #[cfg(test)]

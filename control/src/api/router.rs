@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::path::{self, ResourcePath, Route};
 use super::query::{Query, wants_table};
 use super::status::ApiError;
-use super::{discovery, objects, pods, protobuf, read, scale, watch, write};
+use super::{discovery, objects, pod_exec, pods, protobuf, read, scale, watch, write};
 use crate::auth::rbac::escalation;
 use crate::auth::{
     Attributes, Authenticator, Authorizer, PeerUser, UserInfo, attributes, impersonate, noderestriction,
@@ -53,7 +53,7 @@ pub struct ApiState {
     pub authz: Box<dyn Authorizer>,
     /// Background work started by requests (namespace finalization); aborted when the server stops.
     pub background: Arc<std::sync::Mutex<tokio::task::JoinSet<()>>>,
-    /// How `pods/log` reaches node agents.
+    /// How `pods/log` and `pods/exec` reach node agents.
     pub kubelet: super::pods::KubeletClient,
 }
 
@@ -106,7 +106,9 @@ pub fn json_response(code: StatusCode, value: &Value) -> Response {
 }
 
 async fn dispatch(State(state): State<Arc<ApiState>>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    // Taken out for exec, whose connection the handler upgrades after answering 101.
+    let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let started = std::time::Instant::now();
     let method = parts.method.clone();
     let uri = parts.uri.clone();
@@ -114,7 +116,17 @@ async fn dispatch(State(state): State<Arc<ApiState>>, request: Request) -> Respo
         Ok(user) => user,
         Err(err) => return err.into_response(),
     };
-    let response = match route(&state, &user, parts.method, &parts.uri, &parts.headers, body).await {
+    let response = match route(
+        &state,
+        &user,
+        parts.method,
+        &parts.uri,
+        &parts.headers,
+        body,
+        upgrade,
+    )
+    .await
+    {
         Ok(response) => response,
         Err(err) => err.into_response(),
     };
@@ -192,6 +204,7 @@ async fn route(
     uri: &axum::http::Uri,
     headers: &HeaderMap,
     body: Body,
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
 ) -> Result<Response, ApiError> {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
     let route = path::parse(uri.path());
@@ -284,6 +297,9 @@ async fn route(
         (Method::GET, true, None | Some("status")) => read::get(state, &ctx).await,
         (Method::GET, true, Some("scale")) => scale::get(state, &ctx).await,
         (Method::GET, true, Some("log")) => pods::log(state, &ctx).await,
+        (Method::GET | Method::POST, true, Some("exec")) => {
+            pod_exec::exec(state, &ctx, uri.query(), headers, upgrade).await
+        }
         (Method::POST, true, Some("binding")) => {
             let body = read_body(body, state.options.max_body).await?;
             pods::bind(state, &ctx, &body).await

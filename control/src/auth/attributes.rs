@@ -67,7 +67,13 @@ impl Attributes {
             }
         }
         let named = r.name.is_some();
+        // A WebSocket exec, attach or port-forward is a GET that starts something: kube-apiserver authorizes it as
+        // create (AuthorizePodWebsocketUpgradeCreatePermission), like the SPDY POST.
+        let streaming = r.plural == "pods"
+            && r.group.is_empty()
+            && matches!(r.subresource.as_deref(), Some("exec" | "attach" | "portforward"));
         let verb = match *method {
+            Method::GET | Method::HEAD if streaming && named => "create",
             Method::GET | Method::HEAD if watch => "watch",
             Method::GET | Method::HEAD if named => "get",
             Method::GET | Method::HEAD => "list",
@@ -222,6 +228,14 @@ mod tests {
             ("pods", "log", "p")
         );
         assert_eq!(log.combined_resource(), "pods/log");
+        for method in [Method::GET, Method::POST] {
+            let exec = attrs(method, "/api/v1/namespaces/d/pods/p/exec", Some("command=ls"));
+            assert_eq!(
+                (exec.verb.as_str(), exec.combined_resource().as_str()),
+                ("create", "pods/exec"),
+                "a WebSocket exec (GET) is authorized as create, like SPDY's POST"
+            );
+        }
         let deploy = attrs(
             Method::PUT,
             "/apis/apps/v1/namespaces/d/deployments/web/scale",

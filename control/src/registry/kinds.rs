@@ -155,7 +155,7 @@ pub static KINDS: &[Kind] = &[
     kind!("", "v1", core::v1::Node, "Node", "nodes", "node", false,
         short: &["no"], cat: &[], verbs: ALL_VERBS, sub: &["status"]),
     kind!("", "v1", core::v1::Pod, "Pod", "pods", "pod", true,
-        short: &["po"], cat: ALL, verbs: ALL_VERBS, sub: &["status", "log", "binding"]),
+        short: &["po"], cat: ALL, verbs: ALL_VERBS, sub: &["status", "log", "binding", "exec"]),
     kind!("", "v1", core::v1::Service, "Service", "services", "service", true,
         short: &["svc"], cat: ALL, verbs: ALL_VERBS, sub: &["status"]),
     kind!("", "v1", core::v1::Endpoints, "Endpoints", "endpoints", "endpoints", true,

@@ -1,7 +1,8 @@
 //! The node's kubelet endpoint for the apiserver: HTTPS, every request authenticated (client certificate or
 //! TokenReview) and authorized (SubjectAccessReview on `nodes/<subresource>`), except the open `/healthz`.
 //!
-//! Routes: `GET /containerLogs/<ns>/<pod>/<container>` ([`super::logs_http`]) and `GET /healthz`. Answers
+//! Routes: `GET /containerLogs/<ns>/<pod>/<container>` ([`super::logs_http`]), `GET /exec/<ns>/<pod>/<container>`
+//! upgraded to a WebSocket ([`super::exec_http`]) and `GET /healthz`. Answers
 //! like kubelet: 401 `Unauthorized` without valid credentials, 403 `Forbidden (user=..., verb=...,
 //! resource=nodes, subresource=...)` when the review denies.
 pub mod auth;
@@ -23,7 +24,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use self::auth::{Gate, User};
-use super::logs_http::{self, LogTargets};
+use super::{
+    exec_http,
+    logs_http::{self, LogTargets},
+};
 
 /// Response bodies of the endpoint.
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -49,6 +53,8 @@ pub struct KubeletServer {
     pub logs: LogTargets,
     /// Root of the pods' state directories (their log files).
     pub pod_root: PathBuf,
+    /// This binary (`__enter-pod exec` runs exec'd commands in containers).
+    pub agent_exe: PathBuf,
 }
 
 /// Serves `listener` until it fails.
@@ -94,6 +100,7 @@ async fn connection(stream: TcpStream, acceptor: TlsAcceptor, server: Arc<Kubele
     });
     if let Err(e) = hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades()
         .await
     {
         tracing::debug!(error = %e, "kubelet connection ended with an error");
@@ -155,6 +162,9 @@ async fn handle(server: &KubeletServer, peer: Option<User>, req: Request<Incomin
         }
         let target = req.uri().path_and_query().map_or(path.as_str(), |pq| pq.as_str());
         return logs_http::respond(target, &server.logs, &server.pod_root).await;
+    }
+    if path.starts_with("/exec/") {
+        return exec_http::respond(server, req).await;
     }
     reply(404, "text/plain", "404 page not found")
 }
