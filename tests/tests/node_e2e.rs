@@ -257,7 +257,8 @@ fn kubectl_run(kubeconfig: &Path, args: &[&str], stdin: &[u8]) -> (Option<i32>, 
 }
 
 /// `kubectl exec` through the apiserver to the agent (WebSocket, v5.channel.k8s.io): output, stdin, the exit
-/// code, the container's namespaces and cgroup, a terminal with its size, and RBAC (`create pods/exec`).
+/// code, the container's namespaces and cgroup, a terminal with its size, and RBAC (`create pods/exec`: edit may,
+/// view may not).
 fn exec_through_the_apiserver(lab: &NodeLab) {
     let admin = lab.kubeconfig.clone();
     let exec = |args: &[&str], stdin: &[u8]| {
@@ -349,7 +350,47 @@ fn exec_through_the_apiserver(lab: &NodeLab) {
         shown.contains("17 91"),
         "the terminal has kubectl's size: {shown}"
     );
+    // An interactive shell on that terminal: typed lines run, its exit code is kubectl's.
+    let command = format!(
+        "{} --kubeconfig {} exec -it two -c side -- sh",
+        tests::k8s_tools::kubectl().display(),
+        admin.display()
+    );
+    let mut shell = std::process::Command::new("timeout")
+        .args(["60", "script", "-qec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut typed = shell.stdin.take().unwrap();
+        typed.write_all(b"echo x$((6*7))\n").unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        typed.write_all(b"exit 5\n").unwrap();
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    let session = shell.wait_with_output().unwrap();
+    let shown = String::from_utf8_lossy(&session.stdout);
+    assert!(shown.contains("x42"), "the shell ran the typed line: {shown}");
+    assert_eq!(session.status.code(), Some(5), "{shown}");
 
+    let editor = lab.dir.join("editor.kubeconfig");
+    lab.kubectl(&[
+        "create",
+        "rolebinding",
+        "skn-editor",
+        "--clusterrole=edit",
+        "--user=skn-editor",
+    ])
+    .unwrap();
+    lab.issue_kubeconfig("skn-editor", &[], &editor);
+    let (code, out, err) = kubectl_run(&editor, &["exec", "two", "-c", "side", "--", "hostname"], b"");
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), "two\n"),
+        "an edit user may exec: {err}"
+    );
     let viewer = lab.dir.join("viewer.kubeconfig");
     let (code, _, err) = kubectl_run(&viewer, &["exec", "two", "-c", "side", "--", "true"], b"");
     assert_eq!(code, Some(1));

@@ -39,17 +39,32 @@ pub fn main(args: Vec<String>) -> Result<()> {
             };
             container(Path::new(spec))
         }
-        Some("exec") => match &args[1..] {
-            [flag, pid, dashes, argv @ ..] if flag == "--pid" && dashes == "--" && !argv.is_empty() => {
-                exec(pid.parse().context("--pid")?, None, argv)
+        Some("exec") => {
+            let usage = "usage: __enter-pod exec --pid PID [--cwd DIR] [--tty] -- COMMAND [ARGS...]";
+            let (mut pid, mut cwd, mut tty) = (None, None, false);
+            let mut rest = &args[1..];
+            loop {
+                match rest {
+                    [flag, value, tail @ ..] if flag == "--pid" => {
+                        pid = Some(value.parse().context("--pid")?);
+                        rest = tail;
+                    }
+                    [flag, value, tail @ ..] if flag == "--cwd" => {
+                        cwd = Some(value.as_str());
+                        rest = tail;
+                    }
+                    [flag, tail @ ..] if flag == "--tty" => {
+                        tty = true;
+                        rest = tail;
+                    }
+                    [dashes, argv @ ..] if dashes == "--" && !argv.is_empty() => {
+                        let Some(pid) = pid else { bail!(usage) };
+                        break exec(pid, cwd, tty, argv);
+                    }
+                    _ => bail!(usage),
+                }
             }
-            [flag, pid, cwd_flag, cwd, dashes, argv @ ..]
-                if flag == "--pid" && cwd_flag == "--cwd" && dashes == "--" && !argv.is_empty() =>
-            {
-                exec(pid.parse().context("--pid")?, Some(cwd), argv)
-            }
-            _ => bail!("usage: __enter-pod exec --pid PID [--cwd DIR] -- COMMAND [ARGS...]"),
-        },
+        }
         _ => bail!("usage: __enter-pod sandbox|container|exec ..."),
     }
 }
@@ -260,7 +275,10 @@ fn enter_container(spec: &Launch) -> Result<()> {
 /// Joins the namespaces of container process `pid` (network, UTS, IPC, pid, mount), runs `argv` there in `cwd`
 /// (else `/`) with the container's environment (a child: joining a pid namespace takes effect for new processes
 /// only) and exits with its status; 127 when the command does not exist, 126 when it cannot be run (as runc).
-fn exec(pid: u32, cwd: Option<&str>, argv: &[String]) -> Result<()> {
+/// The command dies with this process. With `tty` (stdin is a terminal) the command leads a new session with that
+/// terminal as its controlling terminal, so a shell inside the container's pid namespace sees its own process
+/// group in the foreground (job control, and `exit` restoring it).
+fn exec(pid: u32, cwd: Option<&str>, tty: bool, argv: &[String]) -> Result<()> {
     // Read before joining: the container's /proc shows its own pid namespace, not this pid.
     let env: Vec<(String, String)> = std::fs::read(format!("/proc/{pid}/environ"))
         .unwrap_or_default()
@@ -280,13 +298,24 @@ fn exec(pid: u32, cwd: Option<&str>, argv: &[String]) -> Result<()> {
             ("mnt", CloneFlags::CLONE_NEWNS),
         ],
     )?;
-    let status = match Command::new(&argv[0])
-        .args(&argv[1..])
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
         .env_clear()
         .envs(env)
-        .current_dir(cwd.unwrap_or("/"))
-        .status()
-    {
+        .current_dir(cwd.unwrap_or("/"));
+    // SAFETY: only async-signal-safe calls between fork and exec (prctl, setsid, ioctl).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if tty && (libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0) {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let status = match cmd.status() {
         Ok(status) => status,
         Err(e) => {
             eprintln!("exec: {:?}: {e}", argv[0]);

@@ -79,7 +79,7 @@ pub fn target(
 }
 
 /// The arguments of `skiff-agent` that run `argv` in the container.
-pub fn enter_args(t: &ExecTarget, argv: &[String]) -> Vec<String> {
+pub fn enter_args(t: &ExecTarget, argv: &[String], tty: bool) -> Vec<String> {
     let mut args = vec![
         "__enter-pod".into(),
         "exec".into(),
@@ -88,6 +88,9 @@ pub fn enter_args(t: &ExecTarget, argv: &[String]) -> Vec<String> {
     ];
     if let Some(dir) = &t.working_dir {
         args.extend(["--cwd".into(), dir.clone()]);
+    }
+    if tty {
+        args.push("--tty".into());
     }
     args.push("--".into());
     args.extend(argv.iter().cloned());
@@ -136,11 +139,12 @@ fn procs_file(cgroup: &Path) -> Option<std::ffi::CString> {
     std::ffi::CString::new(cgroup.join("cgroup.procs").as_os_str().as_bytes()).ok()
 }
 
-/// Starts `argv` in the container `t` with `agent_exe __enter-pod exec`, in its own process group (a new session
-/// with the terminal as controlling terminal under `tty`), in the container's cgroup.
+/// Starts `argv` in the container `t` with `agent_exe __enter-pod exec` in a new session (so in its own process
+/// group, which the command shares without `tty`; under `tty` the command leads its own session on the terminal),
+/// in the container's cgroup.
 pub fn spawn(agent_exe: &Path, t: &ExecTarget, argv: &[String], streams: Streams) -> io::Result<ExecProcess> {
     let mut cmd = Command::new(agent_exe);
-    cmd.args(enter_args(t, argv)).kill_on_drop(true);
+    cmd.args(enter_args(t, argv, streams.tty)).kill_on_drop(true);
     let procs = t.cgroup.as_deref().and_then(procs_file);
     let master = if streams.tty {
         let pty = nix::pty::openpty(None, None).map_err(io::Error::from)?;
@@ -156,16 +160,11 @@ pub fn spawn(agent_exe: &Path, t: &ExecTarget, argv: &[String], streams: Streams
             .stderr(pipe(streams.stderr));
         None
     };
-    let tty = streams.tty;
-    // SAFETY: only async-signal-safe calls between fork and exec: setsid/setpgid, ioctl, open, write, close; the
-    // path was allocated before the fork.
+    // SAFETY: only async-signal-safe calls between fork and exec: setsid, open, write, close; the path was
+    // allocated before the fork.
     unsafe {
         cmd.pre_exec(move || {
-            if tty {
-                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            } else if libc::setpgid(0, 0) < 0 {
+            if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }
             if let Some(procs) = &procs {
@@ -231,7 +230,7 @@ mod tests {
         };
         let argv = ["sh".to_owned(), "-c".to_owned(), "exit 3".to_owned()];
         assert_eq!(
-            enter_args(&t, &argv),
+            enter_args(&t, &argv, false),
             [
                 "__enter-pod",
                 "exec",
@@ -245,12 +244,16 @@ mod tests {
                 "exit 3"
             ]
         );
+        assert_eq!(
+            enter_args(&t, &argv[..1], true)[4..],
+            ["--cwd", "/srv", "--tty", "--", "sh"]
+        );
         let t = ExecTarget {
             working_dir: None,
             ..t
         };
         assert_eq!(
-            enter_args(&t, &argv[..1]),
+            enter_args(&t, &argv[..1], false),
             ["__enter-pod", "exec", "--pid", "42", "--", "sh"]
         );
     }
