@@ -138,7 +138,8 @@ async fn text(response: hyper::Response<hyper::body::Incoming>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_is_an_upgrade_spliced_to_the_agent() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let srv = server().await;
+    // A short request timeout: exec is long-running and must outlive it.
+    let srv = common::server_with(|c| c.limits.request_timeout = std::time::Duration::from_secs(1)).await;
     let (port, agent) = fake_agent().await;
     let node = json!({"metadata": {"name": "n1"}, "status": {
         "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
@@ -216,6 +217,13 @@ async fn exec_is_an_upgrade_spliced_to_the_agent() {
         .expect("echo within 5 s")
         .unwrap();
     assert_eq!(&echo, b"\x00ping", "bytes flow both ways");
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    io.write_all(b"\x00pong").await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(5), io.read_exact(&mut echo))
+        .await
+        .expect("echo within 5 s")
+        .unwrap();
+    assert_eq!(&echo, b"\x00pong", "the exec outlives the request timeout");
 
     agent.abort();
     let _ = agent.await;

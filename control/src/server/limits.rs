@@ -354,6 +354,15 @@ mod tests {
             RequestClass::LongRunning
         );
         assert_eq!(
+            classify(
+                &get,
+                "/api/v1/namespaces/default/pods/p/exec",
+                Some("command=sh&stdin=true")
+            ),
+            RequestClass::LongRunning,
+            "a WebSocket exec is a GET"
+        );
+        assert_eq!(
             classify(&get, "/api/v1/namespaces/default/pods", Some("watch=false")),
             RequestClass::ReadOnly
         );
