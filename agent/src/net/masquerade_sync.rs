@@ -1,13 +1,8 @@
 //! Keeps the node's masquerade table in line with the cluster: watches Nodes (their podCIDRs and addresses join the
 //! ranges that keep pod addresses) and rewrites the table when the ranges change or the table went missing.
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
-use kube::{
-    Api, Client,
-    runtime::{WatchStreamExt, reflector, watcher},
-};
 use tokio::sync::watch;
 
 use super::{
@@ -16,7 +11,10 @@ use super::{
     nft,
     nl::Netns,
 };
-use crate::node::peers::peer;
+use crate::node::{
+    node_list::{self, Nodes},
+    peers::peer,
+};
 
 /// How often the table's presence is checked (a table removed by hand comes back).
 const RECHECK: Duration = Duration::from_secs(10);
@@ -31,8 +29,8 @@ pub struct MasqueradeConfig {
 }
 
 /// The rules wanted for the current Nodes.
-pub fn wanted(cfg: &MasqueradeConfig, nodes: &[Node]) -> MasqueradeRules {
-    let peers: Vec<_> = nodes.iter().map(peer).collect();
+pub fn wanted(cfg: &MasqueradeConfig, nodes: &[Arc<Node>]) -> MasqueradeRules {
+    let peers: Vec<_> = nodes.iter().map(|n| peer(n)).collect();
     MasqueradeRules::new(
         cfg.pod_cidr,
         &cluster_ranges(&cfg.static_ranges, cfg.pod_cidr, &peers),
@@ -66,25 +64,21 @@ async fn present(ns: &Netns) -> bool {
     )
 }
 
-/// Writes the table at once from the static ranges, then follows the Nodes until `stop`.
-pub async fn run(client: Client, cfg: MasqueradeConfig, mut stop: watch::Receiver<bool>) {
+/// Writes the table at once from the static ranges, then follows the Node list until `stop`.
+pub async fn run(
+    mut nodes: watch::Receiver<Option<Nodes>>,
+    cfg: MasqueradeConfig,
+    mut stop: watch::Receiver<bool>,
+) {
     // Pods may start before the Node list arrives: their traffic out of the cluster is masqueraded from the start.
     let first = wanted(&cfg, &[]);
     let mut applied = write(&cfg, &first).await.then_some(first);
-    let (store, writer) = reflector::store::<Node>();
-    let stream = reflector::reflector(
-        writer,
-        watcher(Api::<Node>::all(client), watcher::Config::default()).default_backoff(),
-    );
-    let mut stream = std::pin::pin!(stream);
-    let mut listed = false;
+    let mut current: Option<Nodes> = None;
     loop {
         tokio::select! {
             _ = stop.changed() => return,
-            ev = stream.next() => match ev {
-                Some(Ok(watcher::Event::InitDone)) => listed = true,
-                Some(Ok(_)) => {}
-                Some(Err(e)) => tracing::warn!(error = %e, "watching Nodes for masquerade failed; retrying"),
+            next = node_list::next(&mut nodes) => match next {
+                Some(n) => current = Some(n),
                 None => return,
             },
             _ = tokio::time::sleep(RECHECK) => {
@@ -93,11 +87,8 @@ pub async fn run(client: Client, cfg: MasqueradeConfig, mut stop: watch::Receive
                 }
             }
         }
-        if !listed {
-            continue;
-        }
-        let nodes: Vec<Node> = store.state().iter().map(|n| (**n).clone()).collect();
-        let want = wanted(&cfg, &nodes);
+        let Some(list) = &current else { continue };
+        let want = wanted(&cfg, list);
         if applied.as_ref() != Some(&want) && write(&cfg, &want).await {
             applied = Some(want);
         }
@@ -123,7 +114,7 @@ pub fn iface_subnet(netns: Option<String>, iface: String) -> Option<Ipv4Cidr> {
 /// Starts masquerade for a node as its flags say: the sync task (the uplink's subnet joins the static ranges), or,
 /// with `--masquerade=false`, the removal of a table an earlier run left.
 pub async fn start(
-    client: Client,
+    nodes: watch::Receiver<Option<Nodes>>,
     args: &MasqueradeArgs,
     netns: Option<String>,
     uplink: Option<String>,
@@ -155,7 +146,7 @@ pub async fn start(
         pod_cidr,
         static_ranges: args.static_ranges(underlay),
     };
-    Some(tokio::spawn(run(client, cfg, stop)))
+    Some(tokio::spawn(run(nodes, cfg, stop)))
 }
 
 #[cfg(test)]
@@ -164,13 +155,15 @@ mod tests {
 
     #[test]
     fn wanted_rules_follow_the_nodes() {
-        let node = |name: &str, ip: &str, cidr: &str| -> Node {
-            serde_json::from_value(serde_json::json!({
-                "metadata": {"name": name},
-                "spec": {"podCIDR": cidr},
-                "status": {"addresses": [{"type": "InternalIP", "address": ip}]}
-            }))
-            .unwrap()
+        let node = |name: &str, ip: &str, cidr: &str| -> Arc<Node> {
+            Arc::new(
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": name},
+                    "spec": {"podCIDR": cidr},
+                    "status": {"addresses": [{"type": "InternalIP", "address": ip}]}
+                }))
+                .unwrap(),
+            )
         };
         let cfg = MasqueradeConfig {
             ns: Netns::Current,

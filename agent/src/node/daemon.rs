@@ -14,7 +14,7 @@ use super::{
     args::NodeArgs,
     capacity, heartbeat,
     kubelet_server::{self, KubeletServer, auth::Gate, tls},
-    logs_http,
+    logs_http, node_list,
     node_status::NodeFacts,
     peers, pod_manager,
     pod_worker::NodeCtx,
@@ -259,8 +259,10 @@ pub fn main(a: NodeArgs) -> Result<()> {
             ready_rx,
             stop_rx.clone(),
         ));
+        // One watch of every Node feeds both the routes and the masquerade ranges.
+        let (nodes, node_watch) = node_list::spawn(client.clone(), stop_rx.clone());
         let routes = tokio::spawn(peers::run(
-            client.clone(),
+            nodes.clone(),
             node.clone(),
             pod_cidr,
             node_ns.clone(),
@@ -268,7 +270,7 @@ pub fn main(a: NodeArgs) -> Result<()> {
             stop_rx.clone(),
         ));
         let masquerade = crate::net::masquerade_sync::start(
-            client.clone(),
+            nodes,
             &a.masquerade,
             a.netns.clone(),
             a.uplink.clone(),
@@ -336,6 +338,7 @@ pub fn main(a: NodeArgs) -> Result<()> {
         }
         hb.abort();
         routes.abort();
+        node_watch.abort();
         if let Some(m) = masquerade {
             m.abort();
         }

@@ -1,15 +1,13 @@
 //! Routes to the other nodes' podCIDRs via their node IPs, kept in line with the Node objects (watched).
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
-use kube::{
-    Api, Client,
-    runtime::{WatchStreamExt, reflector, watcher},
-};
 use tokio::sync::watch;
 
-use super::node_status::routable_ip;
+use super::{
+    node_list::{self, Nodes},
+    node_status::routable_ip,
+};
 use crate::net::{
     cidr::Ipv4Cidr,
     nl::Netns,
@@ -31,47 +29,34 @@ pub fn peer(n: &Node) -> PeerNode {
 }
 
 /// The routes wanted for `me` given every Node.
-pub fn wanted(me: &str, my_cidr: Option<Ipv4Cidr>, nodes: &[Node]) -> Vec<NodeRoute> {
-    let peers: Vec<PeerNode> = nodes.iter().map(peer).collect();
+pub fn wanted(me: &str, my_cidr: Option<Ipv4Cidr>, nodes: &[Arc<Node>]) -> Vec<NodeRoute> {
+    let peers: Vec<PeerNode> = nodes.iter().map(|n| peer(n)).collect();
     desired_routes(me, my_cidr, &peers)
 }
 
-/// Watches Nodes and syncs the routes in `ns`; `ready` turns true after the first successful sync.
+/// Follows the Node list and syncs the routes in `ns`; `ready` turns true after the first successful sync.
 pub async fn run(
-    client: Client,
+    mut nodes: watch::Receiver<Option<Nodes>>,
     me: String,
     my_cidr: Ipv4Cidr,
     ns: Netns,
     ready: watch::Sender<bool>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let (store, writer) = reflector::store::<Node>();
-    let stream = reflector::reflector(
-        writer,
-        watcher(Api::<Node>::all(client), watcher::Config::default()).default_backoff(),
-    );
-    let mut stream = std::pin::pin!(stream);
+    let mut current: Option<Nodes> = None;
     let mut applied: Option<Vec<NodeRoute>> = None;
-    let mut listed = false;
     loop {
         tokio::select! {
             _ = stop.changed() => return,
-            ev = stream.next() => match ev {
-                Some(Ok(watcher::Event::InitDone)) => listed = true,
-                Some(Ok(_)) => {}
-                Some(Err(e)) => tracing::warn!(error = %e, "watching Nodes failed; retrying"),
+            next = node_list::next(&mut nodes) => match next {
+                Some(n) => current = Some(n),
                 None => return,
             },
             // Re-check now and then: a failed sync is retried, a route removed by hand comes back.
             _ = tokio::time::sleep(Duration::from_secs(10)) => applied = None,
         }
-        // The store is complete only after the initial list (never wait for it here: that would stop the
-        // stream that fills it).
-        if !listed {
-            continue;
-        }
-        let nodes: Vec<Node> = store.state().iter().map(|n| (**n).clone()).collect();
-        let want = wanted(&me, Some(my_cidr), &nodes);
+        let Some(list) = &current else { continue };
+        let want = wanted(&me, Some(my_cidr), list);
         if applied.as_ref() == Some(&want) {
             continue;
         }
@@ -97,13 +82,13 @@ pub async fn run(
 mod tests {
     use super::*;
 
-    fn node(name: &str, ips: &[&str], cidr: &str) -> Node {
-        serde_json::from_value(serde_json::json!({
+    fn node(name: &str, ips: &[&str], cidr: &str) -> Arc<Node> {
+        Arc::new(serde_json::from_value(serde_json::json!({
             "metadata": {"name": name},
             "spec": {"podCIDR": cidr},
             "status": {"addresses": ips.iter().map(|ip| serde_json::json!({"type": "InternalIP", "address": ip})).collect::<Vec<_>>()}
         }))
-        .unwrap()
+        .unwrap())
     }
 
     #[test]
