@@ -479,7 +479,7 @@ mod capacity {
         // a is removed (delta): the entry is deleted after the puts, so c fits from the next plan on.
         let ops = p.plan_delta(&[], &[a.key()]);
         maps = apply_checked(&maps, &ops, true);
-        assert_expresses(&maps, &state(&[b.clone()]));
+        assert_expresses(&maps, &state(std::slice::from_ref(&b)));
         // Any later plan (here an empty delta) tries the refused Service again.
         let ops = p.plan_delta(&[], &[]);
         maps = apply_checked(&maps, &ops, true);
@@ -493,13 +493,31 @@ mod capacity {
         let mut p = Planner::restore_with_limits(MapContents::default(), l);
         let mut maps = MapContents::default();
         let a = svc(1, 6);
-        step_within(&mut p, &mut maps, &[a.clone()], &[a.clone()], l);
+        step_within(
+            &mut p,
+            &mut maps,
+            std::slice::from_ref(&a),
+            std::slice::from_ref(&a),
+            l,
+        );
         // Growing by 2 in place needs 2 of the 4 free slots.
         let a8 = svc(1, 8);
-        step_within(&mut p, &mut maps, &[a8.clone()], &[a8.clone()], l);
+        step_within(
+            &mut p,
+            &mut maps,
+            std::slice::from_ref(&a8),
+            std::slice::from_ref(&a8),
+            l,
+        );
         // A second Service needing 3 slots does not fit in the 2 left.
         let b = svc(2, 3);
-        step_within(&mut p, &mut maps, &[a8.clone(), b.clone()], &[a8.clone()], l);
+        step_within(
+            &mut p,
+            &mut maps,
+            &[a8.clone(), b.clone()],
+            std::slice::from_ref(&a8),
+            l,
+        );
         let r = p.take_new_refusals();
         assert_eq!(
             (
