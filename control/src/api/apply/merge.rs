@@ -86,7 +86,12 @@ pub fn remove(object: &mut Value, path: &[Element], keep: &FieldSet) {
                 items.retain(|i| schema::item_key(i, keys).as_deref() != Some(key.as_str()));
             }
         }
-        (Element::Value(json), Value::Array(items)) => items.retain(|i| i.to_string() != *json),
+        (Element::Value(json), Value::Array(items)) => {
+            // A set element is named by its JSON; compare as values, not as text.
+            if let Ok(element) = serde_json::from_str::<Value>(json) {
+                items.retain(|i| *i != element);
+            }
+        }
         _ => return,
     }
     let now_empty = value_at(object, parents).is_some_and(|v| match v {
