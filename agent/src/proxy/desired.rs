@@ -108,9 +108,9 @@ pub fn service_frontends(
         let (protocol, number) = (port.protocol, port.port);
         let eps = port_endpoints(port, slices.iter().copied(), &node.name, node.zone.as_deref());
         let origin = ServiceRef {
-            namespace: key.namespace.to_string(),
-            name: key.name.to_string(),
-            port_name: port.name.to_string(),
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            port_name: port.name.clone(),
             port: number,
         };
         let make = |addr: Ipv4Addr, port: u16, scope: Scope, flags: u16| {
@@ -160,7 +160,10 @@ fn frontend(
         Scope::External => common.external_local,
     };
     let pick = |list: &[BackendSpec]| -> Vec<BackendSpec> {
-        list.iter().filter(|b| !local_only || b.local).copied().collect()
+        let mut v: Vec<BackendSpec> = list.iter().filter(|b| !local_only || b.local).copied().collect();
+        // Frontends are kept (by `incremental::Desired` and the planner): without the spare room of the collect.
+        v.shrink_to_fit();
+        v
     };
     // Topology hints apply to cluster-wide policies only (a Local policy already picks this node's endpoints).
     let ready = match &eps.preferred {

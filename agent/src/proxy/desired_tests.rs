@@ -383,7 +383,7 @@ fn output_is_sorted_and_first_service_wins_a_shared_frontend() {
     );
     let s = desired(&[b, a], &[], &node());
     assert_eq!(s.frontends.len(), 1);
-    assert_eq!(s.frontends[0].origin.name, "a");
+    assert_eq!(&*s.frontends[0].origin.name, "a");
     let svc = service(cluster_ip(
         json!({"clusterIPs": ["10.96.0.10"], "externalIPs": ["10.1.0.1", "10.0.0.1"]}),
     ));

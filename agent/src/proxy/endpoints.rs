@@ -51,8 +51,8 @@ pub fn port_endpoints<'a>(
                 readiness,
                 port: number,
                 local,
-                zones: &ep.zones,
-                nodes: &ep.nodes,
+                zones: ep.zones(),
+                nodes: ep.nodes(),
             };
             match by_addr.get_mut(&ep.addr) {
                 None => {

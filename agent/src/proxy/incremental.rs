@@ -35,8 +35,9 @@ impl Delta {
 pub struct Desired {
     services: HashMap<ObjKey, ServiceInput>,
     slices: HashMap<ObjKey, SliceInput>,
-    /// Slice names per Service (slices live in their Service's namespace).
-    slices_of: HashMap<ObjKey, BTreeSet<Arc<str>>>,
+    /// Slice names per Service (slices live in their Service's namespace), sorted and distinct. A sorted `Vec`:
+    /// a Service has one slice or a few, and a `BTreeSet` node would cost ~200 bytes for one name.
+    slices_of: HashMap<ObjKey, Vec<Arc<str>>>,
     nodes: HashMap<Arc<str>, NodeInput>,
     listed: HashSet<Kind>,
     /// Services whose frontends must be recomputed.
@@ -83,13 +84,18 @@ impl Desired {
                         .get(&key)
                         .and_then(|s| s.service.as_deref())
                         .is_some_and(|s| *s == *owner.name);
-                    if present {
-                        names.insert(key.name.clone());
-                    } else {
-                        names.remove(&key.name);
-                        if names.is_empty() {
-                            self.slices_of.remove(&owner);
+                    match (names.binary_search(&key.name), present) {
+                        (Err(at), true) => {
+                            names.reserve_exact(1);
+                            names.insert(at, key.name.clone());
                         }
+                        (Ok(at), false) => {
+                            names.remove(at);
+                        }
+                        _ => {}
+                    }
+                    if names.is_empty() {
+                        self.slices_of.remove(&owner);
                     }
                 }
             }
@@ -128,7 +134,7 @@ impl Desired {
         dirty.sort_unstable();
         let mut touched: BTreeSet<ServiceKey> = BTreeSet::new();
         for svc in &dirty {
-            let new = match self.services.get(svc) {
+            let mut new = match self.services.get(svc) {
                 Some(input) => {
                     let own: Vec<&SliceInput> = self
                         .slices_of
@@ -146,6 +152,8 @@ impl Desired {
                 }
                 None => Vec::new(),
             };
+            // Kept until the Service changes again: without the spare room of the pushes.
+            new.shrink_to_fit();
             let old = self.frontends.remove(svc).unwrap_or_default();
             if old == new {
                 if !new.is_empty() {
@@ -166,6 +174,8 @@ impl Desired {
                 touched.insert(key);
                 let list = self.claims.entry(key).or_default();
                 if let Err(at) = list.binary_search(svc) {
+                    // Usually the only claim: no room for four.
+                    list.reserve_exact(1);
                     list.insert(at, svc.clone());
                 }
             }

@@ -104,8 +104,27 @@ pub struct EndpointInput {
     pub addr: Ipv4Addr,
     pub readiness: Readiness,
     pub node: Option<Arc<str>>,
+    /// Topology hints, out of line: most endpoints have none (`None` when both lists would be empty).
+    pub hints: Option<Box<Hints>>,
+}
+
+/// The zones and nodes an endpoint is meant for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Hints {
     pub zones: Box<[Arc<str>]>,
     pub nodes: Box<[Arc<str>]>,
+}
+
+impl EndpointInput {
+    /// The zones the endpoint's hints name.
+    pub fn zones(&self) -> &[Arc<str>] {
+        self.hints.as_ref().map_or(&[], |h| &h.zones)
+    }
+
+    /// The nodes the endpoint's hints name.
+    pub fn nodes(&self) -> &[Arc<str>] {
+        self.hints.as_ref().map_or(&[], |h| &h.nodes)
+    }
 }
 
 /// What the dataplane needs of an EndpointSlice.
@@ -316,10 +335,7 @@ impl SliceInput {
                 // Consumers use the first address only (EndpointSlice API).
                 let addr = ep.addresses.first()?.parse::<Ipv4Addr>().ok()?;
                 let hints = ep.hints.as_ref();
-                Some(EndpointInput {
-                    addr,
-                    readiness: readiness(ep)?,
-                    node: ep.node_name.as_deref().map(|n| strings.get(n)),
+                let hints = Hints {
                     zones: hints
                         .and_then(|h| h.for_zones.as_ref())
                         .into_iter()
@@ -332,6 +348,12 @@ impl SliceInput {
                         .flatten()
                         .map(|n| strings.get(&n.name))
                         .collect(),
+                };
+                Some(EndpointInput {
+                    addr,
+                    readiness: readiness(ep)?,
+                    node: ep.node_name.as_deref().map(|n| strings.get(n)),
+                    hints: (!hints.zones.is_empty() || !hints.nodes.is_empty()).then(|| Box::new(hints)),
                 })
             })
             .collect();
@@ -357,7 +379,7 @@ pub enum Change {
 }
 
 /// The kinds a source delivers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Kind {
     Service,
     EndpointSlice,

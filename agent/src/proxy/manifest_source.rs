@@ -173,7 +173,50 @@ impl Stamp {
 struct FileState {
     stamp: Stamp,
     text: u64,
-    objects: HashMap<ObjId, u64>,
+    objects: ObjectHashes,
+}
+
+/// The hash of each object of a file, sorted by object. A file usually holds one object or two: a sorted `Vec`
+/// costs half of the smallest `HashMap` (four buckets).
+#[derive(Default)]
+struct ObjectHashes(Vec<(ObjId, u64)>);
+
+impl ObjectHashes {
+    /// From (object, hash) pairs in file order; an object listed twice keeps its last hash.
+    fn new(mut pairs: Vec<(ObjId, u64)>) -> ObjectHashes {
+        // Stable sort of the reversed list: the first of equal objects is the file's last one.
+        pairs.reverse();
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        pairs.dedup_by(|later, first| later.0 == first.0);
+        pairs.shrink_to_fit();
+        ObjectHashes(pairs)
+    }
+
+    fn find(&self, id: &ObjId) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| k.cmp(id))
+    }
+
+    fn get(&self, id: &ObjId) -> Option<u64> {
+        self.find(id).ok().map(|i| self.0[i].1)
+    }
+
+    fn contains_key(&self, id: &ObjId) -> bool {
+        self.find(id).is_ok()
+    }
+
+    fn remove(&mut self, id: &ObjId) {
+        if let Ok(i) = self.find(id) {
+            self.0.remove(i);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn into_keys(self) -> impl Iterator<Item = ObjId> {
+        self.0.into_iter().map(|(id, _)| id)
+    }
 }
 
 /// The manifest files and the objects they hold (as hashes: the objects themselves go out as changes).
@@ -336,7 +379,7 @@ impl Files {
                     ((Kind::Node, key), change)
                 }
             };
-            let same = old.objects.get(&id) == Some(&h);
+            let same = old.objects.get(&id) == Some(h);
             parsed.push((id, h, (!same).then_some(change)));
         });
         drop(text);
@@ -346,21 +389,24 @@ impl Files {
                     warn!(file = %path.display(), "{reason}");
                 }
                 debug!(file = %path.display(), objects = parsed.len(), "manifest parsed");
-                let mut state = FileState {
-                    stamp,
-                    text: hash,
-                    objects: HashMap::with_capacity(parsed.len()),
-                };
+                let mut hashes = Vec::with_capacity(parsed.len());
                 for (id, h, change) in parsed {
                     let holders = self.claims.entry(id.clone()).or_default();
                     if !holders.contains(&path) {
+                        // Usually the only holder: no room for four.
+                        holders.reserve_exact(1);
                         holders.push(path.clone());
                     }
                     if let Some(c) = change {
                         out.push(c);
                     }
-                    state.objects.insert(id, h);
+                    hashes.push((id, h));
                 }
+                let state = FileState {
+                    stamp,
+                    text: hash,
+                    objects: ObjectHashes::new(hashes),
+                };
                 for id in old.objects.into_keys() {
                     if !state.objects.contains_key(&id) {
                         self.unclaim(id, &path, out, stale);
@@ -415,6 +461,35 @@ mod tests {
     use std::{collections::BTreeSet, time::Duration};
 
     use super::*;
+
+    #[test]
+    fn object_hashes_are_found_by_object_and_keep_the_last_hash_of_a_repeat() {
+        let id = |kind, name: &str| -> ObjId {
+            (
+                kind,
+                ObjKey {
+                    namespace: "ns".into(),
+                    name: name.into(),
+                },
+            )
+        };
+        let mut h = ObjectHashes::new(vec![
+            (id(Kind::EndpointSlice, "b"), 1),
+            (id(Kind::Service, "b"), 2),
+            (id(Kind::Service, "a"), 3),
+            (id(Kind::Service, "b"), 4),
+        ]);
+        assert_eq!(h.get(&id(Kind::Service, "b")), Some(4));
+        assert_eq!(h.get(&id(Kind::Service, "a")), Some(3));
+        assert_eq!(h.get(&id(Kind::EndpointSlice, "b")), Some(1));
+        assert_eq!(h.get(&id(Kind::EndpointSlice, "a")), None);
+        h.remove(&id(Kind::Service, "a"));
+        assert!(!h.contains_key(&id(Kind::Service, "a")));
+        assert!(h.contains_key(&id(Kind::Service, "b")));
+        let keys: Vec<ObjId> = h.into_keys().collect();
+        assert_eq!(keys, [id(Kind::Service, "b"), id(Kind::EndpointSlice, "b")]);
+        assert!(ObjectHashes::default().is_empty());
+    }
 
     /// A temporary directory removed on drop (also when the test fails).
     struct TempDir(PathBuf);

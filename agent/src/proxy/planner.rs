@@ -297,7 +297,7 @@ impl Planner {
         let mut groups: BTreeMap<(&str, &str), Vec<&'a Frontend>> = BTreeMap::new();
         for fe in &changed {
             groups
-                .entry((fe.origin.namespace.as_str(), fe.origin.name.as_str()))
+                .entry((&*fe.origin.namespace, &*fe.origin.name))
                 .or_default()
                 .push(fe);
         }

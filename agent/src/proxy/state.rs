@@ -1,5 +1,5 @@
 //! The desired dataplane state as plain data: frontends with their backends, flags and origin.
-use std::{fmt, net::Ipv4Addr};
+use std::{fmt, net::Ipv4Addr, sync::Arc};
 
 use skiff_common::{SCOPE_EXTERNAL, SCOPE_INTERNAL, ServiceKey, svc_flags};
 
@@ -111,13 +111,14 @@ impl fmt::Display for BackendSpec {
     }
 }
 
-/// The Service port a frontend came from (for `inspect` and metrics labels).
+/// The Service port a frontend came from (for `inspect` and metrics labels). Shared strings: every frontend of a
+/// Service, and the planner's copy of it, point at the same (interned) names.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceRef {
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
     /// The Service port's name ("" when unnamed).
-    pub port_name: String,
+    pub port_name: Arc<str>,
     /// The Service port's number.
     pub port: u16,
 }

@@ -44,8 +44,8 @@ pub fn frontend(
         terminating,
         origin: ServiceRef {
             namespace: "default".into(),
-            name: format!("svc-{}", vip[3]),
-            port_name: String::new(),
+            name: format!("svc-{}", vip[3]).into(),
+            port_name: "".into(),
             port,
         },
     }
