@@ -355,10 +355,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    fn shown(errors: &[FieldError]) -> Vec<String> {
-        errors.iter().map(ToString::to_string).collect()
-    }
+    use crate::registry::validation::shown;
 
     fn workload(spec_extra: Value) -> Value {
         let mut spec = json!({

@@ -124,10 +124,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    fn shown(errors: &[FieldError]) -> Vec<String> {
-        errors.iter().map(ToString::to_string).collect()
-    }
+    use crate::registry::validation::shown;
 
     #[test]
     fn namespace_finalizers() {

@@ -163,10 +163,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    fn shown(errors: &[FieldError]) -> Vec<String> {
-        errors.iter().map(ToString::to_string).collect()
-    }
+    use crate::registry::validation::shown;
 
     #[test]
     fn valid_slices_pass() {

@@ -110,6 +110,12 @@ pub fn validate(kind: &Kind, object: &Value, old: Option<&Value>) -> Vec<FieldEr
     errors
 }
 
+/// Field errors as the messages clients see (for tests).
+#[cfg(test)]
+pub(crate) fn shown(errors: &[FieldError]) -> Vec<String> {
+    errors.iter().map(ToString::to_string).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;

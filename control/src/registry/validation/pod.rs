@@ -424,10 +424,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-
-    fn shown(errors: &[FieldError]) -> Vec<String> {
-        errors.iter().map(ToString::to_string).collect()
-    }
+    use crate::registry::validation::shown;
 
     fn pod_with(spec: Value) -> Value {
         json!({"metadata": {"name": "p"}, "spec": spec})
